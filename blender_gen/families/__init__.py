@@ -1,0 +1,42 @@
+"""Scene families: one module each, looked up by name.
+
+A family module defines ``NAME``, ``IMAGE_SHAPE`` ((H, W) or (H, W, C)), ``NUM_CLASSES``,
+``LABEL_PARAM`` (the parameter that is the class label) and
+``render(params: dict[str, ndarray], seeds: uint64 ndarray) -> (uint8 images, int64 labels)``.
+``render`` is pure: it never draws its own parameters, and sample i's bytes depend only on
+(params[...][i], seeds[i]). Its parameter space is ``configs/scene/<NAME>.yaml``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+from types import ModuleType
+
+import yaml
+
+from blender_gen.space import ParamSpace
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+class UnknownFamily(LookupError):
+    pass
+
+
+def available() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def load(name: str) -> ModuleType:
+    if name not in available():
+        raise UnknownFamily(f"unknown scene family '{name}'; available: {available()}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def default_space(name: str) -> ParamSpace:
+    """The parameter space declared in the family's packaged YAML (no Hydra overrides)."""
+    path = CONFIG_DIR / "scene" / f"{name}.yaml"
+    with open(path) as f:
+        return ParamSpace.from_mapping(yaml.safe_load(f)["params"])

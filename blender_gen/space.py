@@ -1,0 +1,205 @@
+"""A scene family's parameter space: typed parameters, sampling from a policy's action, checks.
+
+The space is data (``configs/scene/<family>.yaml``): each parameter is a float range, an int
+range or a choice, with a default and a one-line doc. A policy's *action* is, per parameter, a
+list of non-negative weights over equal-width bins of its range (or over its choices); a
+parameter the action leaves out is drawn uniformly. Drawing (this module) and rendering (the
+family) are separate steps, and drawing is a pure function of (action, request seed), so the
+parameter log only needs those two to regenerate every sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from blender_gen import rng
+
+KINDS = ("float", "int", "choice")
+
+
+class SpaceError(ValueError):
+    """A parameter space, an action or a set of parameter values does not fit the declaration."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+    default: Any = None
+    doc: str = ""
+
+    @property
+    def n_options(self) -> int | None:
+        """Number of discrete values (int and choice), None for float."""
+        if self.kind == "choice":
+            return len(self.choices)
+        if self.kind == "int":
+            return int(self.high - self.low + 1)
+        return None
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32) if self.kind == "float" else np.dtype(np.int64)
+
+    def check_values(self, values: np.ndarray) -> None:
+        """Raise SpaceError naming the parameter if any value falls outside its declaration."""
+        v = np.asarray(values)
+        if self.kind == "float":
+            if not np.issubdtype(v.dtype, np.floating):
+                raise SpaceError(f"parameter '{self.name}': expected float values, got {v.dtype}")
+            bad = ~np.isfinite(v) | (v < self.low) | (v > self.high)
+            allowed = f"[{self.low}, {self.high}]"
+        else:
+            if not np.issubdtype(v.dtype, np.integer):
+                raise SpaceError(f"parameter '{self.name}': expected integer values, got {v.dtype}")
+            hi = len(self.choices) - 1 if self.kind == "choice" else self.high
+            lo = 0 if self.kind == "choice" else self.low
+            bad = (v < lo) | (v > hi)
+            allowed = f"choice index in [0, {hi}]" if self.kind == "choice" else f"[{lo}, {hi}]"
+        if np.any(bad):
+            first = v[np.argmax(bad)]
+            raise SpaceError(f"parameter '{self.name}': value {first!r} outside {allowed}")
+
+
+def _param_from_mapping(name: str, d: Mapping[str, Any]) -> Param:
+    known = {"kind", "low", "high", "choices", "default", "doc"}
+    unknown = set(d) - known
+    if unknown:
+        raise SpaceError(f"parameter '{name}': unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+    kind = d.get("kind")
+    if kind not in KINDS:
+        raise SpaceError(f"parameter '{name}': kind {kind!r} not one of {list(KINDS)}")
+    doc = str(d.get("doc") or "")
+    if kind == "choice":
+        choices = tuple(d.get("choices") or ())
+        if len(choices) < 1:
+            raise SpaceError(f"parameter '{name}': a choice needs a non-empty 'choices' list")
+        default = d.get("default", choices[0])
+        if default not in choices:
+            raise SpaceError(f"parameter '{name}': default {default!r} not in choices {list(choices)}")
+        return Param(name, kind, choices=choices, default=default, doc=doc)
+    try:
+        low, high = float(d["low"]), float(d["high"])
+    except (KeyError, TypeError, ValueError):
+        raise SpaceError(f"parameter '{name}': a {kind} range needs numeric 'low' and 'high'") from None
+    if kind == "int":
+        if low != math.floor(low) or high != math.floor(high):
+            raise SpaceError(f"parameter '{name}': int bounds must be whole numbers, got {low}, {high}")
+        low, high = int(low), int(high)
+    if not (math.isfinite(low) and math.isfinite(high)) or high < low:
+        raise SpaceError(f"parameter '{name}': need finite low <= high, got low={low}, high={high}")
+    default = d.get("default", low)
+    if default is None or not (low <= float(default) <= high):
+        raise SpaceError(f"parameter '{name}': default {default!r} outside [{low}, {high}]")
+    default = int(default) if kind == "int" else float(default)
+    return Param(name, kind, low=low, high=high, default=default, doc=doc)
+
+
+@dataclass(frozen=True)
+class ParamSpace:
+    params: dict[str, Param] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, params: Mapping[str, Mapping[str, Any]]) -> "ParamSpace":
+        if not params:
+            raise SpaceError("a parameter space needs at least one parameter")
+        return cls({str(k): _param_from_mapping(str(k), v) for k, v in params.items()})
+
+    def to_mapping(self) -> dict[str, dict[str, Any]]:
+        """JSON-able form, the inverse of from_mapping (sent to workers in the welcome)."""
+        out = {}
+        for p in self.params.values():
+            d: dict[str, Any] = {"kind": p.kind, "default": p.default, "doc": p.doc}
+            if p.kind == "choice":
+                d["choices"] = list(p.choices)
+            else:
+                d["low"], d["high"] = p.low, p.high
+            out[p.name] = d
+        return out
+
+    def __iter__(self):
+        return iter(self.params.values())
+
+    def __getitem__(self, name: str) -> Param:
+        try:
+            return self.params[name]
+        except KeyError:
+            raise SpaceError(f"unknown parameter '{name}'; known: {sorted(self.params)}") from None
+
+    # -- actions -----------------------------------------------------------------------------
+    def check_action(self, action: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Validate an action (name -> weights) and return normalised float64 probabilities."""
+        out = {}
+        for name, w in (action or {}).items():
+            p = self[name]
+            w = np.asarray(w, dtype=np.float64).reshape(-1)
+            if w.size < 1 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+                raise SpaceError(f"action for '{name}': weights must be finite, >= 0, not all zero")
+            if p.kind == "choice" and w.size != len(p.choices):
+                raise SpaceError(f"action for '{name}': {w.size} weights for {len(p.choices)} choices")
+            if p.kind == "int" and w.size > p.n_options:
+                raise SpaceError(f"action for '{name}': {w.size} bins for {p.n_options} integer values")
+            out[name] = w / w.sum()
+        return out
+
+    def sample(self, action: Mapping[str, Any] | None, seed: int, n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Draw ``n`` samples: (params name -> array [n], per-sample seeds uint64 [n]).
+
+        Sample i's values depend only on (action, its own seed), which is derived from
+        (seed, i); this is the one function the controller and ``replay`` both call.
+        """
+        probs = self.check_action(action or {})
+        seeds = rng.derive_seeds(seed, n)
+        params = {}
+        for p in self:
+            u = rng.uniform(seeds, "param:" + p.name, 2).astype(np.float64)
+            pr = probs.get(p.name)
+            if p.kind == "choice":
+                k = len(p.choices)
+                pr = pr if pr is not None else np.full(k, 1.0 / k)
+                params[p.name] = _pick_bin(pr, u[:, 0])
+                continue
+            k = pr.size if pr is not None else 1
+            b = _pick_bin(pr, u[:, 0]) if pr is not None else np.zeros(n, dtype=np.int64)
+            t = (b + u[:, 1]) / k  # position in [0, 1) inside the chosen bin
+            if p.kind == "int":
+                v = np.floor(p.low + t * (p.high - p.low + 1)).astype(np.int64)
+                params[p.name] = np.clip(v, p.low, p.high)
+            else:
+                params[p.name] = (p.low + t * (p.high - p.low)).astype(np.float32)
+        return params, seeds
+
+    def defaults(self, n: int) -> dict[str, np.ndarray]:
+        """Every parameter at its default, as arrays of length n (choice -> index)."""
+        out = {}
+        for p in self:
+            v = p.choices.index(p.default) if p.kind == "choice" else p.default
+            out[p.name] = np.full(n, v, dtype=p.dtype)
+        return out
+
+    def check_params(self, params: Mapping[str, np.ndarray], n: int) -> None:
+        """Every declared parameter present, length n, within its declaration; nothing extra."""
+        extra = set(params) - set(self.params)
+        if extra:
+            raise SpaceError(f"unknown parameters {sorted(extra)}; known: {sorted(self.params)}")
+        for p in self:
+            if p.name not in params:
+                raise SpaceError(f"missing parameter '{p.name}'")
+            v = np.asarray(params[p.name])
+            if v.shape != (n,):
+                raise SpaceError(f"parameter '{p.name}': shape {v.shape}, expected ({n},)")
+            p.check_values(v)
+
+
+def _pick_bin(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Inverse-CDF choice of a bin per uniform draw."""
+    cdf = np.cumsum(probs)
+    cdf[-1] = 1.0
+    return np.minimum(np.searchsorted(cdf, u, side="right"), probs.size - 1).astype(np.int64)
