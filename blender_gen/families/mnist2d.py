@@ -1,0 +1,326 @@
+"""mnist2d: procedural handwritten digits, 28×28 white ink on black, normalised the MNIST way.
+
+Each digit class has a few *stroke skeletons* (style variants: a 1 with or without flag and
+base, an open or closed 4, a 7 with or without bar …), each a handful of control points in a
+unit box joined by Catmull-Rom strokes. Because a Catmull-Rom curve is linear in its control
+points, every template is precomputed once as a fixed weight matrix ``W [P, C]`` that maps its
+control points to ``P`` pen positions spaced evenly along its strokes; a batch then only needs
+``points = W[template] @ jittered_controls`` followed by array-wide geometry:
+
+1. control-point jitter, a smooth elastic displacement field (a few random low-frequency
+   sinusoids), aspect, slant (shear) and rotation;
+2. MNIST normalisation (LeCun et al. 1998): fit the ink's bounding box in a ``box``×``box``
+   square keeping the aspect ratio, then put the ink's centre of mass at the frame centre;
+3. rasterisation by separable Gaussian splatting, one batched matmul
+   ``density = (gy·w)ᵀ gx``, saturated as ``1 - exp(-ink·density)`` so strokes have a solid
+   core and soft edges like anti-aliased scans; blur widens the splats at constant stroke
+   width; per-pixel noise.
+
+There are no per-image Python loops and no global RNG: every random number comes from
+``blender_gen.rng`` keyed by the sample's own seed, so sample i's bytes depend only on
+(its parameters, its seed), alone or inside any batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from blender_gen import rng
+
+NAME = "mnist2d"
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+LABEL_PARAM = "label"
+
+P = 64  # pen positions per digit, shared by all templates (fixed cost per sample)
+_SIZE = IMAGE_SHAPE[0]
+_CENTRE = (_SIZE - 1) / 2.0  # 13.5 in pixel-centre coordinates, MNIST's centre-of-mass target
+_N_ELASTIC = 3  # sinusoids per displacement axis
+_F32 = np.float32
+
+# --------------------------------------------------------------------------------------------
+# Skeletons: (control points [(x, y)], strokes [(indices, closed)]) in a unit box, y down.
+# Strokes sharing an index meet at a corner that jitter moves as one point.
+# --------------------------------------------------------------------------------------------
+
+
+def _ellipse(cx, cy, rx, ry, n, start_deg=-90.0, sweep=360.0):
+    a = np.deg2rad(start_deg + sweep * np.arange(n) / (n if sweep == 360.0 else n - 1))
+    return [(cx + rx * np.cos(t), cy + ry * np.sin(t)) for t in a]
+
+
+SKELETONS: dict[int, list[tuple[list, list]]] = {
+    0: [
+        (_ellipse(0.35, 0.5, 0.3, 0.48, 8), [(list(range(8)), True)]),
+        # started top-right, drawn anticlockwise, overshooting the start
+        (_ellipse(0.35, 0.5, 0.3, 0.48, 10, start_deg=-60.0, sweep=-400.0), [(list(range(10)), False)]),
+        (_ellipse(0.35, 0.5, 0.22, 0.48, 8), [(list(range(8)), True)]),
+    ],
+    1: [
+        ([(0.32, 0.0), (0.3, 0.5), (0.28, 1.0)], [([0, 1, 2], False)]),
+        ([(0.25, 0.0), (0.33, 0.45), (0.3, 1.0)], [([0, 1, 2], False)]),
+        ([(0.08, 0.22), (0.32, 0.0), (0.31, 0.5), (0.3, 1.0)], [([0, 1], False), ([1, 2, 3], False)]),
+        ([(0.08, 0.22), (0.32, 0.0), (0.31, 0.5), (0.3, 1.0), (0.05, 1.0), (0.55, 1.0)],
+         [([0, 1], False), ([1, 2, 3], False), ([4, 3, 5], False)]),
+    ],
+    2: [
+        ([(0.05, 0.25), (0.3, 0.02), (0.6, 0.15), (0.55, 0.45), (0.3, 0.72), (0.03, 1.0), (0.4, 0.97), (0.72, 1.0)],
+         [([0, 1, 2, 3, 4, 5], False), ([5, 6, 7], False)]),
+        # looped 2: a small loop where the diagonal meets the base
+        ([(0.05, 0.22), (0.32, 0.0), (0.62, 0.18), (0.5, 0.5), (0.18, 0.85), (0.1, 0.98), (0.25, 0.95),
+          (0.22, 0.82), (0.12, 0.9), (0.4, 1.0), (0.75, 0.95)],
+         [(list(range(11)), False)]),
+        # curved, z-like base
+        ([(0.08, 0.2), (0.35, 0.0), (0.62, 0.2), (0.45, 0.55), (0.05, 0.95), (0.35, 0.9), (0.7, 0.98)],
+         [(list(range(7)), False)]),
+    ],
+    3: [
+        ([(0.05, 0.15), (0.35, 0.0), (0.6, 0.15), (0.55, 0.35), (0.28, 0.48), (0.58, 0.6), (0.64, 0.82),
+          (0.38, 1.0), (0.03, 0.88)],
+         [([0, 1, 2, 3, 4], False), ([4, 5, 6, 7, 8], False)]),
+        # flat-topped 3
+        ([(0.05, 0.02), (0.62, 0.0), (0.3, 0.4), (0.6, 0.55), (0.65, 0.8), (0.38, 1.0), (0.03, 0.88)],
+         [([0, 1], False), ([1, 2], False), ([2, 3, 4, 5, 6], False)]),
+        # smooth middle, no cusp
+        ([(0.08, 0.12), (0.38, 0.0), (0.6, 0.2), (0.3, 0.47), (0.62, 0.7), (0.42, 0.98), (0.05, 0.9)],
+         [(list(range(7)), False)]),
+    ],
+    4: [
+        # open 4: two strokes
+        ([(0.35, 0.0), (0.03, 0.62), (0.72, 0.62), (0.55, 0.25), (0.52, 1.0)],
+         [([0, 1, 2], False), ([3, 4], False)]),
+        # closed 4: the diagonal meets the stem's top
+        ([(0.55, 0.0), (0.03, 0.65), (0.72, 0.65), (0.53, 1.0)],
+         [([0, 1], False), ([1, 2], False), ([0, 3], False)]),
+        # "Ч" 4: vertical left, crossbar, long right stem
+        ([(0.05, 0.0), (0.08, 0.55), (0.66, 0.52), (0.62, 0.0), (0.6, 1.0)],
+         [([0, 1], False), ([1, 2], False), ([3, 2, 4], False)]),
+    ],
+    5: [
+        ([(0.66, 0.0), (0.12, 0.02), (0.06, 0.45), (0.35, 0.37), (0.63, 0.55), (0.6, 0.82), (0.33, 1.0), (0.02, 0.9)],
+         [([0, 1], False), ([1, 2], False), ([2, 3, 4, 5, 6, 7], False)]),
+        # bar drawn as a separate stroke, stem-and-bowl first
+        ([(0.14, 0.02), (0.08, 0.45), (0.38, 0.38), (0.64, 0.6), (0.55, 0.88), (0.3, 1.0), (0.03, 0.85),
+          (0.68, 0.0)],
+         [([0, 1], False), ([1, 2, 3, 4, 5, 6], False), ([0, 7], False)]),
+    ],
+    6: [
+        ([(0.58, 0.0), (0.25, 0.25), (0.05, 0.62), (0.14, 0.95), (0.44, 0.97), (0.58, 0.72), (0.35, 0.52), (0.08, 0.65)],
+         [(list(range(8)), False)]),
+        # straighter stem, small loop
+        ([(0.45, 0.0), (0.2, 0.35), (0.1, 0.72), (0.25, 0.98), (0.5, 0.88), (0.45, 0.62), (0.2, 0.68)],
+         [(list(range(7)), False)]),
+    ],
+    7: [
+        ([(0.0, 0.05), (0.66, 0.05), (0.45, 0.45), (0.28, 1.0)], [([0, 1], False), ([1, 2, 3], False)]),
+        # crossed 7
+        ([(0.0, 0.05), (0.66, 0.05), (0.45, 0.45), (0.28, 1.0), (0.22, 0.55), (0.65, 0.5)],
+         [([0, 1], False), ([1, 2, 3], False), ([4, 5], False)]),
+        # hooked start, curved stem
+        ([(0.02, 0.22), (0.05, 0.04), (0.64, 0.02), (0.38, 0.5), (0.32, 1.0)],
+         [([0, 1], False), ([1, 2], False), ([2, 3, 4], False)]),
+    ],
+    8: [
+        # one stroke, crossing in the middle
+        ([(0.6, 0.1), (0.33, 0.0), (0.08, 0.16), (0.2, 0.38), (0.5, 0.6), (0.6, 0.85), (0.33, 1.0), (0.06, 0.84),
+          (0.18, 0.6), (0.48, 0.38), (0.6, 0.15)],
+         [(list(range(11)), False)]),
+        # two stacked loops
+        (_ellipse(0.35, 0.24, 0.22, 0.24, 7) + _ellipse(0.35, 0.73, 0.29, 0.27, 8),
+         [(list(range(7)), True), (list(range(7, 15)), True)]),
+    ],
+    9: [
+        # loop and straight stem, one stroke
+        ([(0.62, 0.3), (0.6, 0.1), (0.35, 0.0), (0.08, 0.14), (0.1, 0.38), (0.35, 0.48), (0.62, 0.3), (0.6, 0.65),
+          (0.55, 1.0)],
+         [([0, 1, 2, 3, 4, 5, 6], True), ([0, 7, 8], False)]),
+        # curved tail
+        ([(0.62, 0.3), (0.6, 0.1), (0.35, 0.0), (0.08, 0.14), (0.1, 0.38), (0.35, 0.48), (0.6, 0.65), (0.5, 0.95),
+          (0.2, 1.0)],
+         [([0, 1, 2, 3, 4, 5], True), ([0, 6, 7, 8], False)]),
+    ],
+}
+
+
+def _catmull_rom_rows(idx: list[int], closed: bool, n_ctrl: int, per_seg: int = 48) -> np.ndarray:
+    """Dense samples of one uniform Catmull-Rom stroke as rows of weights over control points."""
+    m = len(idx)
+    eye = np.eye(n_ctrl)
+    pts = [eye[i] for i in idx]
+    if closed:
+        ext = [pts[-1]] + pts + pts[:2]
+        n_seg = m
+    else:  # reflected phantom end points keep the ends straight and stay linear in the controls
+        ext = [2 * pts[0] - pts[1]] + pts + [2 * pts[-1] - pts[-2]]
+        n_seg = m - 1
+    t = np.linspace(0.0, 1.0, per_seg, endpoint=False)[:, None]
+    rows = []
+    for s in range(n_seg):
+        q0, q1, q2, q3 = ext[s], ext[s + 1], ext[s + 2], ext[s + 3]
+        rows.append(0.5 * (2 * q1 + (-q0 + q2) * t + (2 * q0 - 5 * q1 + 4 * q2 - q3) * t**2
+                           + (-q0 + 3 * q1 - 3 * q2 + q3) * t**3))
+    rows.append((ext[1] if closed else ext[-2])[None, :])  # the end point (start again if closed)
+    return np.concatenate(rows)
+
+
+def _build_templates():
+    """Stack every skeleton into fixed arrays: weights, controls, neighbours, arc position."""
+    entries = [(d, sk) for d in range(NUM_CLASSES) for sk in SKELETONS[d]]
+    c_max = max(len(sk[0]) for _, sk in entries)
+    T = len(entries)
+    W = np.zeros((T, P, c_max), np.float64)
+    ctrl = np.zeros((T, c_max, 2), np.float64)
+    prev = np.zeros((T, P), np.int64)
+    nxt = np.zeros((T, P), np.int64)
+    arc = np.zeros((T, P), np.float64)  # position along the whole pen path, in [0, 1]
+    for t, (_, (cps, strokes)) in enumerate(entries):
+        c = np.asarray(cps, np.float64)
+        ctrl[t, : len(c)] = c
+        dense = [_catmull_rom_rows(idx, closed, c_max) for idx, closed in strokes]
+        lens = []
+        for rows in dense:
+            xy = rows[:, : len(c)] @ c
+            lens.append(np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(xy, axis=0), axis=1))])
+        total = sum(l[-1] for l in lens)
+        # points per stroke proportional to its length, at least 3, summing to P
+        k = np.maximum(3, np.floor(np.array([l[-1] for l in lens]) / total * P)).astype(int)
+        k[np.argmax(k)] += P - k.sum()
+        o, run = 0, 0.0
+        for rows, l, (idx, closed), kk in zip(dense, lens, strokes, k):
+            # closed strokes: kk distinct points round the loop; open: both ends included
+            s = np.linspace(0.0, l[-1], kk, endpoint=not closed)
+            j = np.clip(np.searchsorted(l, s, side="right") - 1, 0, len(l) - 2)
+            f = ((s - l[j]) / np.maximum(l[j + 1] - l[j], 1e-12))[:, None]
+            W[t, o : o + kk] = (1 - f) * rows[j] + f * rows[j + 1]
+            r = np.arange(kk)
+            if closed:
+                prev[t, o : o + kk], nxt[t, o : o + kk] = o + (r - 1) % kk, o + (r + 1) % kk
+            else:
+                prev[t, o : o + kk], nxt[t, o : o + kk] = o + np.maximum(r - 1, 0), o + np.minimum(r + 1, kk - 1)
+            arc[t, o : o + kk] = (run + s) / total
+            o, run = o + kk, run + l[-1]
+    digit = np.array([d for d, _ in entries], np.int64)
+    first = np.searchsorted(digit, np.arange(NUM_CLASSES))
+    count = np.bincount(digit, minlength=NUM_CLASSES)
+    return (W.astype(_F32), ctrl.astype(_F32), prev, nxt, arc.astype(_F32), first, count)
+
+
+_W, _CTRL, _PREV, _NEXT, _ARC, _FIRST, _COUNT = _build_templates()
+_C = _CTRL.shape[1]
+_PIX = np.arange(_SIZE, dtype=_F32)
+
+
+_NOISE = rng.normal(np.array([0x6D6E697374], np.uint64), "mnist2d:noise-table", 1 << 16)[0]
+_NOISE_WINDOWS = np.lib.stride_tricks.sliding_window_view(_NOISE, _SIZE * _SIZE)  # row i = _NOISE[i:i+784]
+
+
+def _splat(v: np.ndarray, inv: np.ndarray, transposed: bool = False) -> np.ndarray:
+    """exp(inv·(pixel - v)²) for every point and pixel: [B, P] -> [B, P, 28] (or [B, 28, P]).
+
+    In place after the first op (these maps are the family's hottest arrays). The exponent is
+    clamped at -30 so tails underflow to ~1e-13, never to float32 denormals, which would make
+    exp and the matmul that follows ~10x slower.
+    """
+    if transposed:
+        d = _PIX[None, :, None] - v[:, None, :]
+        inv = inv[:, None, :]
+    else:
+        d = np.subtract.outer(v, _PIX)
+        inv = inv[..., None]
+    np.square(d, out=d)
+    d *= inv
+    np.maximum(d, _F32(-30.0), out=d)
+    return np.exp(d, out=d)
+
+
+def _col(params: dict, name: str) -> np.ndarray:
+    return np.asarray(params[name], dtype=_F32)[:, None]
+
+
+def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Render a batch: params name -> array [B], seeds uint64 [B] -> (uint8 [B,28,28], int64 [B])."""
+    seeds = np.asarray(seeds, dtype=np.uint64).reshape(-1)
+    B = seeds.shape[0]
+    label = np.asarray(params["label"], dtype=np.int64)
+    if label.shape != (B,) or np.any((label < 0) | (label >= NUM_CLASSES)):
+        raise ValueError(f"label must be an int array of shape ({B},) in [0, {NUM_CLASSES - 1}]")
+    if B == 0:
+        return np.zeros((0,) + IMAGE_SHAPE, np.uint8), label.copy()
+
+    # -- skeleton: pick the style variant, jitter its control points, sample the pen path ----
+    variant = np.clip(np.asarray(params["variant"], np.float64), 0.0, 1.0 - 1e-9)
+    tpl = _FIRST[label] + np.minimum((variant * _COUNT[label]).astype(np.int64), _COUNT[label] - 1)
+    ctrl = _CTRL[tpl] + _col(params, "jitter")[:, :, None] * rng.normal(seeds, "jitter", 2 * _C).reshape(B, _C, 2)
+
+    # -- smooth elastic displacement: a few random low-frequency plane waves per axis, applied
+    # to the control points (the strokes are linear in them, so the whole path follows) -------
+    e = rng.uniform(seeds, "elastic", 8 * _N_ELASTIC).reshape(B, 4, 2, _N_ELASTIC)  # [B, what, axis, k]
+    freq = _F32(0.4) + _F32(1.2) * e[:, 0:2]  # cycles per unit box, along x and y
+    phase = _F32(2 * np.pi) * e[:, 2]
+    amp = (e[:, 3] - _F32(0.5)) * _F32(2.0 / np.sqrt(_N_ELASTIC))
+    arg = _F32(2 * np.pi) * (ctrl[:, :, None, 0:1] * freq[:, None, 0] + ctrl[:, :, None, 1:2] * freq[:, None, 1])
+    ctrl = ctrl + _col(params, "elastic")[:, :, None] * (amp[:, None] * np.sin(arg + phase[:, None])).sum(-1)
+    pts = np.matmul(_W[tpl], ctrl)  # [B, P, 2], x right, y down, unit box
+
+    # -- affine: aspect, slant (shear about the middle), rotation ------------------------------
+    x = (pts[..., 0] - pts[..., 0].mean(1, keepdims=True)) * _col(params, "aspect")
+    y = pts[..., 1] - pts[..., 1].mean(1, keepdims=True)
+    x = x - _col(params, "slant") * y  # positive slant leans the top to the right (y is down)
+    ang = np.deg2rad(_col(params, "rotation"))
+    ca, sa = np.cos(ang), np.sin(ang)
+    x, y = ca * x - sa * y, sa * x + ca * y
+
+    # -- pen: width profile along the path (pressure), edge softness (ink, blur) --------------
+    # A straight line of splats has density exp(-r²/2σ²) across it; ink = 1 - exp(-g·density)
+    # is half-on at r = σ·sqrt(2·ln(g/ln 2)). Blur widens σ and lowers g so that this half-ink
+    # width (the thickness parameter) stays put: blur softens edges without fattening strokes.
+    half = _F32(0.5) * _col(params, "thickness")  # half-ink half-width in output pixels
+    sigma0 = half / np.sqrt(_F32(2.0) * np.log(_col(params, "ink") / _F32(np.log(2.0))))
+    sigma_b = np.sqrt(sigma0 * sigma0 + np.square(_col(params, "blur")))
+    g = _F32(np.log(2.0)) * np.exp(half * half / (_F32(2.0) * sigma_b * sigma_b))
+    pr = rng.uniform(seeds, "pressure", 2)
+    profile = np.sin(_F32(2 * np.pi) * ((_F32(0.7) + _F32(1.6) * pr[:, :1]) * _ARC[tpl] + pr[:, 1:]))
+    sigma = sigma_b * (_F32(1.0) + _col(params, "pressure") * profile)
+
+    # -- MNIST normalisation: ink box into box×box keeping aspect, centre of mass to 13.5 ------
+    xmin, xmax = x.min(1, keepdims=True), x.max(1, keepdims=True)
+    ymin, ymax = y.min(1, keepdims=True), y.max(1, keepdims=True)
+    extent = np.maximum(np.maximum(xmax - xmin, ymax - ymin), _F32(1e-3))
+    scale = np.maximum(_col(params, "box") - _F32(2.0) * half, _F32(2.0)) / extent
+    x, y = x * scale, y * scale
+    rows = np.arange(B)[:, None]
+    nx, ny = x[rows, _NEXT[tpl]], y[rows, _NEXT[tpl]]
+    px, py = x[rows, _PREV[tpl]], y[rows, _PREV[tpl]]
+    step = _F32(0.5) * (np.hypot(nx - x, ny - y) + np.hypot(x - px, y - py))  # path length per point
+    mass = step * sigma
+    msum = mass.sum(1, keepdims=True)
+    sh = rng.uniform(seeds, "shift", 1)
+    shift = _col(params, "shift")
+    cx = _F32(_CENTRE) + shift * np.cos(_F32(2 * np.pi) * sh)
+    cy = _F32(_CENTRE) + shift * np.sin(_F32(2 * np.pi) * sh)
+    x = x + (cx - (mass * x).sum(1, keepdims=True) / msum)
+    y = y + (cy - (mass * y).sum(1, keepdims=True) / msum)
+
+    # -- rasterise: separable Gaussian splats, one batched matmul, then saturate ---------------
+    inv = _F32(-0.5) / (sigma * sigma)
+    gx = _splat(x, inv)  # [B, P, 28]
+    gyt = _splat(y, inv, transposed=True)  # [B, 28, P]: both matmul operands contiguous (BLAS)
+    w = step / (_F32(np.sqrt(2 * np.pi)) * sigma)  # a straight line gets a peak density of 1
+    gyt *= (w * g)[:, None, :]
+    density = np.matmul(gyt, gx)  # [B, 28(y), 28(x)]
+    np.negative(density, out=density)
+    img = np.exp(density, out=density)
+    np.subtract(_F32(1.0), img, out=img)
+
+    # -- scan: ink level, per-pixel noise ----------------------------------------------------
+    img *= _col(params, "intensity")[:, :, None]
+    # Noise is read from a fixed table of normal deviates at a per-sample random offset: one
+    # gather instead of 784 hashes per image (the table is a pure function of a constant seed).
+    noise = _col(params, "noise")[:, :, None]
+    start = (rng.bits(seeds, "noise", 1)[:, 0] % np.uint64(len(_NOISE_WINDOWS))).astype(np.int64)
+    img += noise * _NOISE_WINDOWS[start].reshape(B, _SIZE, _SIZE)
+    img *= _F32(255.0)
+    img += _F32(0.5)
+    np.clip(img, 0.0, 255.0, out=img)
+    out = img.astype(np.uint8)
+    return out, label.copy()
