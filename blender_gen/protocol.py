@@ -1,0 +1,205 @@
+"""The wire format, in one place: multipart messages of a JSON header and raw array frames.
+
+Frame 0 is a UTF-8 JSON object: ``{"v": 1, "kind": ..., <kind's fields>, "arrays": [{"name",
+"dtype", "shape"}, ...]}``; frame i+1 holds array i's bytes, C order, sent zero-copy. Decoding
+trusts nothing: it checks the version, the kind, each field's type, the dtype whitelist, that
+shape × itemsize equals the frame's length, and size limits, and raises ``ProtocolError``
+(with a short ``reason`` for counters) on anything else. No pickle, no eval: a data service
+must not execute what it receives (cf. pyzmq's examples/serialization, minus ``send_pyobj``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+VERSION = 1
+MAX_HEADER_BYTES = 1 << 20  # the action of a policy over many bins still fits easily
+MAX_ARRAYS = 128
+MAX_NDIM = 6
+MAX_NAME = 64
+MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB: e.g. 4,096 RGB 256×256 images; bounded so no peer exhausts memory
+DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+                    "float16", "float32", "float64", "bool"})
+
+# kind -> (required fields with their JSON types, required array names)
+_INT = (int,)
+_NUM = (int, float)
+_STR = (str,)
+_DICT = (dict,)
+_LIST = (list,)
+SCHEMA: dict[str, tuple[dict[str, tuple], frozenset[str]]] = {
+    # worker -> controller
+    "hello": ({"worker": _STR, "pid": _INT}, frozenset()),
+    "credit": ({"n": _INT}, frozenset()),
+    "done": ({"id": _INT, "ms": _NUM}, frozenset()),
+    "failed": ({"id": _INT, "error": _STR}, frozenset()),
+    "heartbeat": ({}, frozenset()),
+    # controller -> worker
+    "welcome": ({"family": _STR, "space": _DICT, "push": _STR, "heartbeat_s": _NUM}, frozenset()),
+    "request": ({"id": _INT, "family": _STR, "n": _INT}, frozenset({"seeds"})),
+    "stop": ({"reason": _STR}, frozenset()),
+    # worker -> trainer
+    "batch": ({"id": _INT, "worker": _STR, "family": _STR, "ms": _NUM}, frozenset({"images", "labels", "seeds"})),
+    # trainer -> controller
+    "trainer": ({"pull": _STR}, frozenset()),
+    "delivered": ({"id": _INT, "samples": _INT}, frozenset()),
+    "losses": ({"id": _INT}, frozenset({"losses"})),
+    "metrics": ({"metrics": _DICT}, frozenset()),
+    "finished": ({"samples": _INT}, frozenset()),
+    # controller -> trainer
+    "info": ({"family": _STR, "space": _DICT, "num_classes": _INT}, frozenset()),
+}
+KINDS = frozenset(SCHEMA)
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the wire format; ``reason`` is a short counter key."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass
+class Message:
+    kind: str
+    fields: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.fields[key]
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"non-finite number {name}")
+
+
+def encode(kind: str, fields: Mapping[str, Any] | None = None,
+           arrays: Mapping[str, np.ndarray] | None = None) -> list:
+    """Build the frames of a message: [header bytes, array buffers...]. Send with copy=False."""
+    fields = dict(fields or {})
+    arrays = arrays or {}
+    _check_fields(kind, fields, set(arrays))  # the sender fails loudly on what a receiver would reject
+    descs, bufs = [], []
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a)
+        if a.dtype.name not in DTYPES:
+            raise ProtocolError("dtype", f"array '{name}' has dtype {a.dtype} outside {sorted(DTYPES)}")
+        descs.append({"name": name, "dtype": a.dtype.name, "shape": list(a.shape)})
+        bufs.append(a if a.nbytes else b"")
+    header = {"v": VERSION, "kind": kind, **fields, "arrays": descs}
+    return [json.dumps(header, separators=(",", ":"), allow_nan=False).encode()] + bufs
+
+
+def _buffer(frame) -> memoryview:
+    """bytes, a zmq.Frame (copy=False), or any buffer -> memoryview."""
+    buf = getattr(frame, "buffer", frame)
+    return memoryview(buf)
+
+
+def decode(frames: Sequence) -> Message:
+    """Validate and decode a multipart message; raises ProtocolError, never anything else."""
+    try:
+        return _decode(frames)
+    except ProtocolError:
+        raise
+    except Exception as e:  # defensive: any surprise is still a rejection, not a crash
+        raise ProtocolError("malformed", f"{type(e).__name__}: {e}") from None
+
+
+def _decode(frames: Sequence) -> Message:
+    if not frames:
+        raise ProtocolError("empty", "no frames")
+    if len(frames) > MAX_ARRAYS + 1:
+        raise ProtocolError("too_many_frames", f"{len(frames)} frames > {MAX_ARRAYS + 1}")
+    head = _buffer(frames[0])
+    if head.nbytes > MAX_HEADER_BYTES:
+        raise ProtocolError("oversized", f"header of {head.nbytes} bytes > {MAX_HEADER_BYTES}")
+    try:
+        header = json.loads(head.tobytes().decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ProtocolError("bad_header", f"header is not JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("bad_header", "header is not a JSON object")
+    v = header.pop("v", None)
+    if v != VERSION:
+        raise ProtocolError("version", f"version {v!r}, this build speaks {VERSION}")
+    kind = header.pop("kind", None)
+    if kind not in KINDS:
+        raise ProtocolError("kind", f"unknown kind {kind!r}")
+    descs = header.pop("arrays", [])
+    if not isinstance(descs, list) or len(descs) != len(frames) - 1:
+        raise ProtocolError("frame_count", f"header lists {len(descs) if isinstance(descs, list) else '?'} arrays, "
+                            f"message has {len(frames) - 1} array frames")
+    arrays: dict[str, np.ndarray] = {}
+    total = head.nbytes
+    for desc, frame in zip(descs, frames[1:]):
+        name, dtype, shape = _check_desc(desc, arrays)
+        buf = _buffer(frame)
+        total += buf.nbytes
+        if total > MAX_MESSAGE_BYTES:
+            raise ProtocolError("oversized", f"message exceeds {MAX_MESSAGE_BYTES} bytes")
+        expected = math.prod(shape) * dtype.itemsize
+        if buf.nbytes != expected:
+            raise ProtocolError("length", f"array '{name}': frame has {buf.nbytes} bytes, "
+                                f"{dtype.name}{shape} needs {expected}")
+        arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
+    _check_fields(kind, header, set(arrays))
+    return Message(kind, header, arrays)
+
+
+def _check_desc(desc: Any, seen: Mapping[str, Any]) -> tuple[str, np.dtype, tuple[int, ...]]:
+    if not isinstance(desc, dict) or set(desc) != {"name", "dtype", "shape"}:
+        raise ProtocolError("bad_array", f"array description {str(desc)[:80]!r} needs exactly name, dtype, shape")
+    name, dtype, shape = desc["name"], desc["dtype"], desc["shape"]
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME or name in seen:
+        raise ProtocolError("bad_array", f"array name {str(name)[:80]!r} empty, too long or repeated")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ProtocolError("dtype", f"array '{name}': dtype {str(dtype)[:40]!r} not in {sorted(DTYPES)}")
+    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
+            or not all(type(s) is int and 0 <= s <= MAX_MESSAGE_BYTES for s in shape)):
+        raise ProtocolError("bad_array", f"array '{name}': shape {str(shape)[:80]} is not a list of <= {MAX_NDIM} sizes")
+    return name, np.dtype(dtype), tuple(shape)
+
+
+def _check_fields(kind: str, fields: Mapping[str, Any], array_names: set[str]) -> None:
+    if kind not in SCHEMA:
+        raise ProtocolError("kind", f"unknown kind {kind!r}")
+    required, arrays_needed = SCHEMA[kind]
+    for key, types in required.items():
+        val = fields.get(key)
+        if not isinstance(val, types) or isinstance(val, bool):
+            raise ProtocolError("bad_field", f"{kind}: field '{key}' must be {'/'.join(t.__name__ for t in types)}, "
+                                f"got {type(val).__name__}")
+    missing = arrays_needed - array_names
+    if missing:
+        raise ProtocolError("missing_array", f"{kind}: missing arrays {sorted(missing)}")
+
+
+class RejectCounter(Counter):
+    """Counts rejected messages by reason; each process exposes it in its logs and metrics."""
+
+    def add(self, err: ProtocolError) -> None:
+        self[err.reason] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.values())
+
+
+# -- helpers for the parameter arrays a request and a batch carry -----------------------------
+PARAM_PREFIX = "p."
+
+
+def param_arrays(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {PARAM_PREFIX + k: v for k, v in params.items()}
+
+
+def params_of(msg: Message) -> dict[str, np.ndarray]:
+    return {k[len(PARAM_PREFIX):]: v for k, v in msg.arrays.items() if k.startswith(PARAM_PREFIX)}

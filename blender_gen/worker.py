@@ -1,0 +1,166 @@
+"""A worker: a long-lived process that renders whatever requests the controller sends it.
+
+It connects a DEALER to the controller's ROUTER, says hello, learns the scene family and its
+parameter space from the welcome, grants credits, and then loops: receive a request → check
+its parameters → render the batch → PUSH it to the trainer (arrays zero-copy) → tell the
+controller it is done (which returns the credit). One loop owns both sockets (STYLE 8).
+
+    otfgen-worker controller=tcp://127.0.0.1:5555 [id=w3] [credits=2]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+from types import ModuleType
+
+import numpy as np
+import zmq
+
+from blender_gen import families, protocol
+from blender_gen.space import ParamSpace, SpaceError
+
+log = logging.getLogger("otfgen.worker")
+
+
+class Renderer:
+    """A family held in memory with the space the controller declared for this run."""
+
+    def __init__(self, family: ModuleType, space: ParamSpace):
+        self.family, self.space = family, space
+
+    def render(self, params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = len(seeds)
+        self.space.check_params(params, n)
+        images, labels = self.family.render(params, seeds)
+        if images.dtype != np.uint8 or len(images) != n or labels.shape != (n,):
+            raise RuntimeError(f"family '{self.family.NAME}' returned {images.dtype}{images.shape}, "
+                               f"labels {labels.shape} for {n} samples")
+        return images, labels.astype(np.int64, copy=False)
+
+
+def serve(controller: str, worker_id: str | None = None, credits: int = 2,
+          silent_after_s: float = 30.0, context: zmq.Context | None = None) -> int:
+    """Run until the controller says stop (returns 0) or falls silent (returns 3)."""
+    worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    ctx = context or zmq.Context.instance()
+    rejects = protocol.RejectCounter()
+    with ctx.socket(zmq.DEALER) as dealer:
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt_string(zmq.IDENTITY, worker_id)
+        dealer.connect(controller)
+        dealer.send_multipart(protocol.encode("hello", {"worker": worker_id, "pid": os.getpid()}))
+        welcome = _await_welcome(dealer, rejects, silent_after_s)
+        if welcome is None:
+            log.error("worker %s: no welcome from controller %s within %.0f s", worker_id, controller, silent_after_s)
+            return 3
+        renderer = Renderer(families.load(welcome["family"]), ParamSpace.from_mapping(welcome["space"]))
+        heartbeat_s = float(welcome["heartbeat_s"])
+        log.info("worker %s: family %s, pushing to %s", worker_id, welcome["family"], welcome["push"])
+        with ctx.socket(zmq.PUSH) as push:
+            push.setsockopt(zmq.LINGER, 2000)  # let the last batch leave on a clean stop
+            push.setsockopt(zmq.SNDHWM, 4)
+            push.connect(welcome["push"])
+            dealer.send_multipart(protocol.encode("credit", {"n": credits}))
+            return _loop(worker_id, dealer, push, renderer, heartbeat_s, silent_after_s, rejects)
+
+
+def _await_welcome(dealer: zmq.Socket, rejects: protocol.RejectCounter, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if dealer.poll(100):
+            try:
+                msg = protocol.decode(dealer.recv_multipart(copy=False))
+            except protocol.ProtocolError as e:
+                rejects.add(e)
+                log.warning("rejected message: %s", e)
+                continue
+            if msg.kind == "welcome":
+                return msg
+            if msg.kind == "stop":
+                return None
+    return None
+
+
+def _loop(worker_id, dealer, push, renderer, heartbeat_s, silent_after_s, rejects) -> int:
+    last_heard = last_sent = time.monotonic()
+    rendered = 0
+    while True:
+        now = time.monotonic()
+        if now - last_sent >= heartbeat_s:
+            dealer.send_multipart(protocol.encode("heartbeat"))
+            last_sent = now
+        if now - last_heard > silent_after_s:
+            log.error("worker %s: controller silent for %.0f s, exiting", worker_id, silent_after_s)
+            return 3
+        if not dealer.poll(int(heartbeat_s * 1000)):
+            continue
+        last_heard = time.monotonic()
+        try:
+            msg = protocol.decode(dealer.recv_multipart(copy=False))
+        except protocol.ProtocolError as e:
+            rejects.add(e)
+            log.warning("worker %s rejected a message (%d so far): %s", worker_id, rejects.total, e)
+            continue
+        if msg.kind == "stop":
+            log.info("worker %s: stop (%s) after %d requests; rejected %d messages %s",
+                     worker_id, msg["reason"], rendered, rejects.total, dict(rejects))
+            return 0
+        if msg.kind != "request":
+            continue  # heartbeats and anything harmless: being heard is enough
+        rid = msg["id"]
+        t0 = time.perf_counter()
+        try:
+            seeds = msg.arrays["seeds"]
+            if seeds.dtype != np.uint64 or seeds.shape != (msg["n"],):
+                raise SpaceError(f"seeds must be uint64 [{msg['n']}], got {seeds.dtype}{seeds.shape}")
+            params = protocol.params_of(msg)
+            images, labels = renderer.render(params, seeds)
+        except (SpaceError, RuntimeError, ValueError) as e:
+            log.warning("worker %s: request %d failed: %s", worker_id, rid, e)
+            dealer.send_multipart(protocol.encode("failed", {"id": rid, "error": str(e)[:500]}))
+            last_sent = time.monotonic()
+            continue
+        ms = (time.perf_counter() - t0) * 1000
+        arrays = {"images": images, "labels": labels, "seeds": seeds, **protocol.param_arrays(params)}
+        push.send_multipart(protocol.encode("batch", {"id": rid, "worker": worker_id, "family": msg["family"],
+                                                      "ms": ms}, arrays), copy=False)
+        dealer.send_multipart(protocol.encode("done", {"id": rid, "ms": ms}))
+        last_sent = time.monotonic()
+        rendered += 1
+
+
+def _kv_args(argv: list[str]) -> dict[str, str]:
+    out = {}
+    for a in argv:
+        key, sep, val = a.partition("=")
+        if not sep:
+            raise SystemExit(f"otfgen-worker: expected key=value, got {a!r}; keys: controller, id, credits")
+        out[key.lstrip("-")] = val
+    unknown = set(out) - {"controller", "id", "credits", "silent_after_s"}
+    if unknown:
+        raise SystemExit(f"otfgen-worker: unknown keys {sorted(unknown)}; allowed: controller, id, credits, silent_after_s")
+    if "controller" not in out:
+        raise SystemExit("otfgen-worker: controller=tcp://HOST:PORT (or ipc://PATH) is required")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _kv_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        code = serve(args["controller"], args.get("id"), int(args.get("credits", 2)),
+                     float(args.get("silent_after_s", 30)))
+    except (families.UnknownFamily, SpaceError) as e:
+        log.error("%s", e)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""``otfgen``: start the controller, N workers and the trainer on this machine, watch them, stop them.
+
+    otfgen [hydra overrides]          # the whole loop (default: mnist2d, uniform policy, 2 workers)
+    otfgen replay RUN_DIR [--out F]   # regenerate the run's stream from params.jsonl and check its bytes
+
+A dead worker is restarted with back-off (its open requests are re-issued by the controller);
+one that keeps dying is given up on. If the controller or the trainer fails, or on Ctrl-C, every
+process is stopped and the exit code says which failed. Children get SIGTERM if the launcher
+dies, so no process outlives it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller import config as config_mod
+from controller.config import RunConfig
+
+log = logging.getLogger("otfgen.launcher")
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    restart_at: float | None = None
+    given_up: bool = False
+
+
+class LocalCluster:
+    """Processes of one run on this machine; also used by ``Stream.local``."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run_dir).resolve()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.run_dir / "config.json"
+        config_mod.save(cfg, self.config_path)
+        self.children: dict[str, Child] = {}
+        self.endpoint: str | None = None
+
+    def _spawn(self, child: Child) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        child.proc = subprocess.Popen(child.argv, env=env, preexec_fn=_die_with_parent)
+        self.children[child.name] = child
+
+    def start_controller_and_workers(self) -> str:
+        ready = self.run_dir / "endpoints.json"
+        ready.unlink(missing_ok=True)
+        py = sys.executable
+        self._spawn(Child("controller", [py, "-m", "controller.server", "--config", str(self.config_path),
+                                         f"--ready={ready}"]))
+        deadline = time.monotonic() + self.cfg.launcher.start_timeout_s
+        while not ready.exists():
+            code = self.children["controller"].proc.poll()
+            if code is not None:
+                raise RuntimeError(f"controller exited with code {code} before it was ready (see its log above)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"controller not ready within {self.cfg.launcher.start_timeout_s:.0f} s")
+            time.sleep(0.05)
+        self.endpoint = json.loads(ready.read_text())["controller"]
+        for i in range(self.cfg.launcher.workers):
+            self._spawn(Child(f"worker-{i}", [py, "-m", "blender_gen.worker", f"controller={self.endpoint}",
+                                              f"id=w{i}", f"credits={self.cfg.controller.credits}"]))
+        return self.endpoint
+
+    def start_trainer(self) -> None:
+        self._spawn(Child("trainer", [sys.executable, "-m", "trainer.train", "--config", str(self.config_path),
+                                      f"--controller={self.endpoint}"]))
+
+    def supervise(self) -> int:
+        """Wait for the trainer to finish; restart dead workers; fail fast on the others."""
+        while True:
+            time.sleep(0.2)
+            now = time.monotonic()
+            trainer = self.children["trainer"]
+            code = trainer.proc.poll()
+            if code is not None:
+                if code != 0:
+                    log.error("trainer failed (%s); stopping everything", _describe(code))
+                    return 1
+                ctrl = self.children["controller"].proc
+                try:
+                    code = ctrl.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    log.error("controller did not stop after the trainer finished")
+                    return 1
+                return 0 if code == 0 else 1
+            code = self.children["controller"].proc.poll()
+            if code == 0:  # the trainer said "finished" and is writing its checkpoint
+                try:
+                    code = trainer.proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    log.error("trainer did not exit within 120 s after finishing")
+                    return 1
+                if code != 0:
+                    log.error("trainer failed (%s); stopping everything", _describe(code))
+                return 0 if code == 0 else 1
+            if code is not None:
+                log.error("controller exited (%s) before training finished; stopping everything", _describe(code))
+                return 1
+            alive = 0
+            for child in self.children.values():
+                if not child.name.startswith("worker") or child.given_up:
+                    continue
+                if child.restart_at is not None:
+                    if now >= child.restart_at:
+                        child.restart_at = None
+                        log.warning("%s: restarting (attempt %d)", child.name, child.restarts)
+                        self._spawn(child)
+                    alive += 1
+                    continue
+                code = child.proc.poll()
+                if code is None:
+                    alive += 1
+                    continue
+                if child.restarts >= self.cfg.launcher.max_restarts:
+                    child.given_up = True
+                    log.error("%s exited (%s) and has died %d times; giving up on it", child.name,
+                              _describe(code), child.restarts + 1)
+                    continue
+                child.restarts += 1
+                delay = min(30.0, 2.0 ** (child.restarts - 1))
+                child.restart_at = now + delay
+                log.warning("%s exited (%s); its requests will be re-issued; restart in %.0f s",
+                            child.name, _describe(code), delay)
+                alive += 1
+            if alive == 0 and self.cfg.launcher.workers > 0:
+                log.error("no worker left alive; stopping")
+                return 1
+
+    def stop(self, timeout: float = 5.0) -> None:
+        procs = [c.proc for c in self.children.values() if c.proc is not None and c.proc.poll() is None]
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def run(self) -> int:
+        try:
+            self.start_controller_and_workers()
+            log.info("otfgen: controller %s, %d worker(s), run dir %s", self.endpoint, self.cfg.launcher.workers,
+                     self.run_dir)
+            self.start_trainer()
+            code = self.supervise()
+        except RuntimeError as e:
+            log.error("%s", e)
+            code = 1
+        except KeyboardInterrupt:
+            log.warning("interrupted; stopping all processes")
+            code = 130
+        finally:
+            self.stop()
+        if code == 0:
+            log.info("otfgen: done. Run directory: %s", self.run_dir)
+        return code
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def _hydra_main() -> int:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    config_mod.register()
+    result = {"code": 1}
+
+    @hydra.main(version_base=None, config_path="pkg://configs", config_name="config")
+    def app(dcfg) -> None:
+        cfg = config_mod.from_hydra(dcfg)
+        cfg.run_dir = HydraConfig.get().runtime.output_dir
+        try:
+            from controller.server import scene_space
+
+            scene_space(cfg)  # fail here, with the key's name, not inside a child process
+        except (config_mod.ConfigError, ValueError, LookupError) as e:
+            log.error("configuration error: %s", e)
+            result["code"] = 2
+            return
+        result["code"] = LocalCluster(cfg).run()
+
+    app()
+    return result["code"]
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "replay":
+        from controller.replay import main as replay_main
+
+        sys.exit(replay_main(sys.argv[2:]))
+    sys.exit(_hydra_main())
+
+
+if __name__ == "__main__":
+    main()

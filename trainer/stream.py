@@ -1,0 +1,289 @@
+"""The generated stream as a ``torch.utils.data.IterableDataset``.
+
+A receiver thread owns the two sockets (a PULL the workers push batches to, a DEALER to the
+controller), decodes and checks each batch, drops request ids it has already seen (re-issued
+requests arrive twice at most; the first copy wins), acknowledges delivery to the controller at
+once, and hands batches to the consuming thread through a bounded queue, so receiving overlaps
+the training step. The consumer talks back (per-sample losses, validation metrics) through an
+inproc PAIR socket it owns: no socket is ever used by two threads.
+
+Library use::
+
+    stream = Stream.connect("tcp://127.0.0.1:5555", batch_size=128, samples=100_000)
+    for x, y in DataLoader(stream, batch_size=None):   # x float [B,1,28,28] in [0,1], y int64 [B]
+        ...
+    # or let it start a controller and workers itself:
+    with Stream.local(["budget.samples=50000", "launcher.workers=2"]) as stream: ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import zmq
+from torch.utils.data import IterableDataset, get_worker_info
+
+from blender_gen import protocol
+from trainer.models import to_input
+
+log = logging.getLogger("otfgen.stream")
+_instances = itertools.count()
+
+
+class StreamError(RuntimeError):
+    pass
+
+
+@dataclass
+class Batch:
+    """A slice of one request's samples, as it came off the wire."""
+
+    request_id: int
+    offset: int
+    images: np.ndarray  # uint8 [b,H,W] or [b,H,W,C]
+    labels: np.ndarray  # int64 [b]
+    params: dict[str, np.ndarray]
+    seeds: np.ndarray
+    worker: str
+    request_size: int
+
+
+@dataclass
+class _Received:
+    msg: protocol.Message
+    digest: str
+    received_at: float = field(default_factory=time.monotonic)
+
+
+class Stream(IterableDataset):
+    def __init__(self, controller: str, batch_size: int = 128, samples: int | None = None,
+                 bind: str = "tcp://127.0.0.1", queue_size: int = 8, data_timeout_s: float = 60.0,
+                 on_request=None):
+        super().__init__()
+        self.controller, self.batch_size, self.samples = controller, batch_size, samples
+        self.bind, self.data_timeout_s = bind, data_timeout_s
+        self.on_request = on_request  # called with (request_id, n, digest, worker) on each new request
+        self._q: queue.Queue[_Received] = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pair: zmq.Socket | None = None
+        self._inproc = f"inproc://otfgen-stream-{next(_instances)}"
+        self._pending_losses: dict[int, np.ndarray] = {}
+        self._loss_seen: dict[int, int] = {}
+        self.info: dict[str, Any] = {}
+        self.pull_endpoint: str | None = None
+        self.rejects = protocol.RejectCounter()
+        self.duplicates = 0
+        self.consumed = 0
+        self.wait_s = 0.0
+        self._error: str | None = None
+        self._launcher = None
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def connect(cls, controller: str, **kwargs) -> "Stream":
+        return cls(controller, **kwargs)
+
+    @classmethod
+    def local(cls, overrides: list[str] | None = None, **kwargs) -> "Stream":
+        """Start a controller and workers on this machine (Hydra overrides as for ``otfgen``)."""
+        from controller.config import compose, default_run_dir
+        from controller.launcher import LocalCluster
+
+        cfg = compose(list(overrides or []))
+        cfg.run_dir = cfg.run_dir or default_run_dir("stream")
+        cluster = LocalCluster(cfg)
+        endpoint = cluster.start_controller_and_workers()
+        kwargs.setdefault("batch_size", cfg.trainer.batch_size)
+        kwargs.setdefault("samples", cfg.budget.samples)
+        s = cls(endpoint, **kwargs)
+        s._launcher = cluster
+        return s
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> "Stream":
+        if self._thread is not None:
+            return self
+        ctx = zmq.Context.instance()
+        self._pair = ctx.socket(zmq.PAIR)
+        self._pair.setsockopt(zmq.LINGER, 1000)
+        self._pair.bind(self._inproc)
+        self._thread = threading.Thread(target=self._run, name="otfgen-stream", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(self.data_timeout_s):
+            self.close()
+            raise StreamError(f"no answer from controller {self.controller} within {self.data_timeout_s:.0f} s")
+        if self._error:
+            raise StreamError(self._error)
+        return self
+
+    def close(self, finished: bool = True) -> None:
+        if self._pair is not None and finished and self._thread is not None and self._thread.is_alive():
+            self._send_back("finished", {"samples": self.consumed})
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._pair is not None:
+            self._pair.close()
+            self._pair = None
+        if self._launcher is not None:
+            self._launcher.stop()
+            self._launcher = None
+
+    def __enter__(self) -> "Stream":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the receiver thread (owns the PULL and the DEALER) -------------------------------------
+    def _run(self) -> None:
+        ctx = zmq.Context.instance()
+        seen: set[int] = set()
+        pending: _Received | None = None
+        with ctx.socket(zmq.PULL) as pull, ctx.socket(zmq.DEALER) as dealer, ctx.socket(zmq.PAIR) as pair:
+            for s in (pull, dealer):
+                s.setsockopt(zmq.LINGER, 1000)
+            pull.setsockopt(zmq.RCVHWM, 8)
+            pair.connect(self._inproc)
+            if self.bind.startswith("tcp://") and self.bind.count(":") == 1:
+                port = pull.bind_to_random_port(self.bind)
+                self.pull_endpoint = f"{self.bind}:{port}"
+            else:
+                pull.bind(self.bind)
+                self.pull_endpoint = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+            dealer.connect(self.controller)
+            dealer.send_multipart(protocol.encode("trainer", {"pull": self.pull_endpoint}))
+            poller = zmq.Poller()
+            poller.register(dealer, zmq.POLLIN)
+            poller.register(pair, zmq.POLLIN)
+            pull_registered = False
+            while not self._stop.is_set():
+                if pending is not None:
+                    try:
+                        self._q.put_nowait(pending)
+                        pending = None
+                    except queue.Full:
+                        pass
+                want_pull = pending is None
+                if want_pull != pull_registered:  # back-pressure: stop reading while the queue is full
+                    (poller.register(pull, zmq.POLLIN) if want_pull else poller.unregister(pull))
+                    pull_registered = want_pull
+                events = dict(poller.poll(20))
+                if pair in events:
+                    while pair.poll(0):
+                        dealer.send_multipart(pair.recv_multipart(copy=False), copy=False)
+                if dealer in events:
+                    self._on_controller(dealer)
+                if pull_registered and pull in events:
+                    pending = self._on_batch(pull.recv_multipart(copy=False), seen, dealer)
+            while pair.poll(100):  # flush what the consumer said last (e.g. "finished")
+                dealer.send_multipart(pair.recv_multipart(copy=False), copy=False)
+
+    def _on_controller(self, dealer: zmq.Socket) -> None:
+        try:
+            msg = protocol.decode(dealer.recv_multipart(copy=False))
+        except protocol.ProtocolError as e:
+            self.rejects.add(e)
+            return
+        if msg.kind == "info":
+            self.info = dict(msg.fields)
+            self._ready.set()
+
+    def _on_batch(self, frames, seen: set[int], dealer: zmq.Socket) -> _Received | None:
+        try:
+            msg = protocol.decode(frames)
+            if msg.kind != "batch":
+                raise protocol.ProtocolError("kind", f"expected batch, got {msg.kind}")
+            n = len(msg.arrays["labels"])
+            imgs = msg.arrays["images"]
+            if imgs.dtype != np.uint8 or imgs.ndim not in (3, 4) or imgs.shape[0] != n:
+                raise protocol.ProtocolError("bad_batch", f"images {imgs.dtype}{imgs.shape} for {n} labels")
+            if msg.arrays["labels"].dtype != np.int64 or msg.arrays["seeds"].shape != (n,):
+                raise protocol.ProtocolError("bad_batch", "labels must be int64 [n] with n seeds")
+        except protocol.ProtocolError as e:
+            self.rejects.add(e)
+            if self.rejects.total <= 10:
+                log.warning("stream rejected a message (%d so far): %s", self.rejects.total, e)
+            return None
+        rid = msg["id"]
+        if rid in seen:
+            self.duplicates += 1  # a re-issued request whose first copy arrived after all
+            return None
+        seen.add(rid)
+        h = hashlib.blake2b(imgs.data, digest_size=16)
+        h.update(msg.arrays["labels"].data)
+        dealer.send_multipart(protocol.encode("delivered", {"id": rid, "samples": n}))
+        return _Received(msg, h.hexdigest())
+
+    # -- the consumer side ------------------------------------------------------------------------
+    def _send_back(self, kind: str, fields=None, arrays=None) -> None:
+        if self._pair is not None:
+            self._pair.send_multipart(protocol.encode(kind, fields, arrays), copy=False)
+
+    def iter_batches(self) -> Iterator[Batch]:
+        """Minibatches of at most ``batch_size``, cut from requests in arrival order."""
+        if get_worker_info() is not None:
+            raise StreamError("use the stream with DataLoader(num_workers=0): it owns sockets and a thread")
+        self.start()
+        try:
+            while self.samples is None or self.consumed < self.samples:
+                t0 = time.perf_counter()
+                rec = self._next()
+                self.wait_s += time.perf_counter() - t0
+                msg = rec.msg
+                n = len(msg.arrays["labels"])
+                if self.on_request is not None:
+                    self.on_request(msg["id"], n, rec.digest, msg["worker"])
+                params = protocol.params_of(msg)
+                for off in range(0, n, self.batch_size):
+                    if self.samples is not None and self.consumed >= self.samples:
+                        break
+                    sl = slice(off, min(n, off + self.batch_size))
+                    self.consumed += sl.stop - sl.start
+                    yield Batch(msg["id"], off, msg.arrays["images"][sl], msg.arrays["labels"][sl],
+                                {k: v[sl] for k, v in params.items()}, msg.arrays["seeds"][sl], msg["worker"], n)
+        finally:
+            pass
+
+    def _next(self) -> _Received:
+        deadline = time.monotonic() + self.data_timeout_s
+        while True:
+            try:
+                return self._q.get(timeout=0.1)
+            except queue.Empty:
+                if self._thread is None or not self._thread.is_alive():
+                    raise StreamError("the stream's receiver thread has stopped") from None
+                if time.monotonic() > deadline:
+                    raise StreamError(f"no data for {self.data_timeout_s:.0f} s (are workers running? "
+                                      f"controller {self.controller})") from None
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for b in self.iter_batches():
+            yield to_input(torch.from_numpy(b.images.copy())), torch.from_numpy(b.labels.copy())
+
+    def report_losses(self, batch: Batch, losses: np.ndarray) -> None:
+        """Per-sample training losses of a minibatch; sent once its whole request is covered."""
+        rid = batch.request_id
+        buf = self._pending_losses.get(rid)
+        if buf is None:
+            buf = self._pending_losses[rid] = np.zeros(batch.request_size, dtype=np.float32)
+            self._loss_seen[rid] = 0
+        buf[batch.offset: batch.offset + len(losses)] = losses
+        self._loss_seen[rid] += len(losses)
+        if self._loss_seen[rid] >= batch.request_size:
+            del self._pending_losses[rid], self._loss_seen[rid]
+            self._send_back("losses", {"id": rid}, {"losses": buf})
+
+    def report_metrics(self, metrics: dict[str, Any]) -> None:
+        self._send_back("metrics", {"metrics": metrics})

@@ -1,0 +1,184 @@
+"""The training loop: model, optimiser, periodic validation, feedback, checkpoint, plots.
+
+    otfgen-train [--config RUN/config.json --controller=tcp://…] | [hydra overrides controller.connect=tcp://…]
+
+Writes to the run directory: ``metrics.jsonl`` (``train/…``, ``val/…`` keys), ``stream.jsonl``
+(each request in the order it was consumed, with a digest of its bytes, so ``otfgen replay``
+can prove it regenerated the same stream), ``checkpoint.pt``, ``val_accuracy.png`` and
+``samples.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from controller import config as config_mod
+from controller.config import RunConfig
+from trainer import plots
+from trainer.data import DataError, load_dataset
+from trainer.models import build, to_input
+from trainer.stream import Stream, StreamError
+
+log = logging.getLogger("otfgen.train")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise config_mod.ConfigError(f"trainer.device={name}: CUDA is not available on this machine (use auto or cpu)")
+    return dev
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, device: torch.device,
+             num_classes: int, batch_size: int = 1000) -> dict:
+    """Accuracy, mean loss and per-class accuracy on real images (uint8) — the figures we report."""
+    model.eval()
+    correct = np.zeros(num_classes)
+    count = np.zeros(num_classes)
+    loss_sum = 0.0
+    for i in range(0, len(images), batch_size):
+        x = to_input(torch.from_numpy(images[i:i + batch_size]).to(device))
+        y = torch.from_numpy(labels[i:i + batch_size]).to(device)
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        hit = (logits.argmax(1) == y).cpu().numpy()
+        yc = y.cpu().numpy()
+        np.add.at(correct, yc, hit)
+        np.add.at(count, yc, 1)
+    model.train()
+    n = int(count.sum())
+    per_class = np.where(count > 0, correct / np.maximum(count, 1), np.nan)
+    return {"acc": float(correct.sum() / max(n, 1)), "loss": loss_sum / max(n, 1), "n": n,
+            "acc_class": [None if math.isnan(a) else round(float(a), 4) for a in per_class]}
+
+
+def train(cfg: RunConfig, controller: str) -> dict:
+    tc = cfg.trainer
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    device = pick_device(tc.device)
+    torch.manual_seed(cfg.seed)
+    val_x, val_y = load_dataset(tc.val_data)
+    log.info("trainer: device %s, validation on %s (%d real images)", device, tc.val_data or "sklearn-digits", len(val_y))
+
+    stream_log = open(run_dir / "stream.jsonl", "w", buffering=1)
+
+    def on_request(rid: int, n: int, digest: str, worker: str) -> None:
+        stream_log.write(json.dumps({"id": rid, "n": n, "digest": digest, "worker": worker}) + "\n")
+
+    stream = Stream(controller, batch_size=tc.batch_size, samples=cfg.budget.samples, queue_size=tc.queue,
+                    data_timeout_s=tc.data_timeout_s, on_request=on_request)
+    metrics_f = open(run_dir / "metrics.jsonl", "a", buffering=1)
+    history = []
+    with stream:
+        num_classes = int(stream.info["num_classes"])
+        image_shape = tuple(cfg.scene.image_shape)
+        in_ch = image_shape[2] if len(image_shape) == 3 else 1
+        model = build(cfg.model.name, in_channels=in_ch, num_classes=num_classes,
+                      width=cfg.model.width, dropout=cfg.model.dropout).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        total_steps = max(1, math.ceil(cfg.budget.samples / tc.batch_size) + 8)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total_steps, pct_start=0.15)
+        grid_images: list[np.ndarray] = []
+        t_start = time.perf_counter()
+        step_time = 0.0
+        loss_ema = None
+        next_val = tc.val_every
+        it = stream.iter_batches()
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            if len(grid_images) < 64:
+                grid_images.extend(batch.images[: 64 - len(grid_images)])
+            x = to_input(torch.from_numpy(batch.images.copy()).to(device, non_blocking=True))
+            y = torch.from_numpy(batch.labels.copy()).to(device, non_blocking=True)
+            losses = F.cross_entropy(model(x), y, reduction="none")
+            loss = losses.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched.last_epoch + 1 < total_steps:
+                sched.step()
+            per_sample = losses.detach().float().cpu().numpy()
+            stream.report_losses(batch, per_sample)
+            step_time += time.perf_counter() - t0
+            loss_ema = float(per_sample.mean()) if loss_ema is None else 0.98 * loss_ema + 0.02 * float(per_sample.mean())
+            if stream.consumed >= next_val or stream.consumed >= cfg.budget.samples:
+                next_val += tc.val_every
+                m = _validate(model, val_x, val_y, device, num_classes, stream, t_start, step_time, loss_ema)
+                history.append(m)
+                metrics_f.write(json.dumps(m) + "\n")
+                stream.report_metrics(m)
+                log.info("trainer: %7d samples  loss %.3f  val acc %.4f  %.0f samples/s  data wait %.1f%%",
+                         m["train/samples"], loss_ema, m["val/acc"], m["train/samples_per_s"],
+                         100 * m["train/data_wait"])
+        if not history or history[-1]["train/samples"] != stream.consumed:
+            m = _validate(model, val_x, val_y, device, num_classes, stream, t_start, step_time, loss_ema)
+            history.append(m)
+            metrics_f.write(json.dumps(m) + "\n")
+            stream.report_metrics(m)
+    stream_log.close()
+    metrics_f.close()
+    torch.save({"model": model.state_dict(), "model_cfg": asdict(cfg.model), "in_channels": in_ch,
+                "num_classes": num_classes, "image_shape": list(image_shape), "samples": stream.consumed,
+                "family": cfg.scene.name, "val": {k: v for k, v in history[-1].items() if k.startswith("val/")}},
+               run_dir / "checkpoint.pt")
+    plots.accuracy_curve(history, run_dir / "val_accuracy.png", title=f"{cfg.scene.name}, {cfg.policy.name} policy")
+    plots.sample_grid(np.stack(grid_images), run_dir / "samples.png")
+    final = history[-1]
+    log.info("trainer: done: %d samples in %.0f s, val acc %.4f on %d real images; data wait %.1f%% of step time",
+             stream.consumed, time.perf_counter() - t_start, final["val/acc"], final["val/n"],
+             100 * final["train/data_wait"])
+    return final
+
+
+def _validate(model, val_x, val_y, device, num_classes, stream: Stream, t_start, step_time, loss_ema) -> dict:
+    ev = evaluate(model, val_x, val_y, device, num_classes)
+    elapsed = time.perf_counter() - t_start
+    return {"train/samples": stream.consumed, "train/loss": loss_ema, "train/elapsed_s": round(elapsed, 2),
+            "train/samples_per_s": stream.consumed / max(elapsed, 1e-9),
+            "train/data_wait": stream.wait_s / max(step_time, 1e-9),
+            "train/duplicates": stream.duplicates, "train/rejected": stream.rejects.total,
+            "val/acc": ev["acc"], "val/loss": ev["loss"], "val/n": ev["n"], "val/acc_class": ev["acc_class"],
+            "time": time.time()}
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg, extra = config_mod.from_argv(sys.argv[1:], "otfgen-train")
+    controller = extra.get("controller") or cfg.controller.connect
+    if not controller:
+        endpoints = Path(cfg.run_dir) / "endpoints.json"
+        if endpoints.exists():
+            controller = json.loads(endpoints.read_text())["controller"]
+    if not controller:
+        raise SystemExit("otfgen-train: no controller: pass controller.connect=tcp://HOST:PORT")
+    try:
+        train(cfg, controller)
+    except (config_mod.ConfigError, DataError, StreamError) as e:
+        log.error("%s", e)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
