@@ -189,6 +189,22 @@ def _describe(code: int) -> str:
     return f"exit code {code}"
 
 
+def check(cfg: RunConfig) -> None:
+    """Start-up checks of what would otherwise fail late inside a child process."""
+    from controller.server import scene_space
+    from trainer.data import BUILTIN
+
+    scene_space(cfg)
+    vd = cfg.trainer.val_data
+    if vd not in (None, BUILTIN) and not Path(vd).expanduser().exists():
+        raise config_mod.ConfigError(f"trainer.val_data: data path '{vd}' does not exist")
+    for key in ("launcher.workers", "controller.request_size", "controller.credits", "budget.samples",
+                "trainer.batch_size"):
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) < 1:
+            raise config_mod.ConfigError(f"{key} must be >= 1")
+
+
 def _hydra_main() -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -201,9 +217,7 @@ def _hydra_main() -> int:
         cfg = config_mod.from_hydra(dcfg)
         cfg.run_dir = HydraConfig.get().runtime.output_dir
         try:
-            from controller.server import scene_space
-
-            scene_space(cfg)  # fail here, with the key's name, not inside a child process
+            check(cfg)  # fail here, with the key's name, not inside a child process
         except (config_mod.ConfigError, ValueError, LookupError) as e:
             log.error("configuration error: %s", e)
             result["code"] = 2

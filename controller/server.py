@@ -114,6 +114,7 @@ class Controller:
         with ctx.socket(zmq.ROUTER) as router:
             router.setsockopt(zmq.LINGER, 0)
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer raises, never blocks
+            router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker may reuse its id at once
             endpoint = _bind(router, bind or cfg.controller.bind)
             log.info("controller: %s policy on %s, family %s", cfg.policy.name, endpoint, cfg.scene.name)
             if ready_file:
