@@ -89,6 +89,7 @@ def encode(kind: str, fields: Mapping[str, Any] | None = None,
     descs, bufs = [], []
     for name, a in arrays.items():
         a = np.ascontiguousarray(a)
+        a = a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))  # dtype.name drops the byte order
         if a.dtype.name not in DTYPES:
             raise ProtocolError("dtype", f"array '{name}' has dtype {a.dtype} outside {sorted(DTYPES)}")
         descs.append({"name": name, "dtype": a.dtype.name, "shape": list(a.shape)})
@@ -131,7 +132,7 @@ def _decode(frames: Sequence) -> Message:
     if v != VERSION:
         raise ProtocolError("version", f"version {v!r}, this build speaks {VERSION}")
     kind = header.pop("kind", None)
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:  # a list or dict kind is unhashable
         raise ProtocolError("kind", f"unknown kind {kind!r}")
     descs = header.pop("arrays", [])
     if not isinstance(descs, list) or len(descs) != len(frames) - 1:
