@@ -31,6 +31,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0, help="request seed for ParamSpace.sample")
     p.add_argument("--save-grid", default=None, help="write a PNG grid of the first training samples here")
+    p.add_argument("--save-errors", default=None, help="write a PNG of the misclassified real images here "
+                   "(titled by the predicted class, one row per true class)")
     return p.parse_args()
 
 
@@ -107,6 +109,26 @@ def main() -> None:
         np.add.at(conf, (y, pred), 1)
         off = [(conf[i, j], i, j) for i in range(10) for j in range(10) if i != j and conf[i, j]]
         print("  most confused (true->pred: n): " + ", ".join(f"{i}->{j}: {n}" for n, i, j in sorted(off)[::-1][:6]))
+        if args.save_errors and path == data:
+            save_errors(args.save_errors, x, y, pred)
+
+
+def save_errors(path: str, x, y, pred, per_row: int = 24) -> None:
+    """Misclassified images, one row per true class, each with its predicted class drawn on it."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rows = []
+    for d in range(10):
+        bad = np.flatnonzero((y == d) & (pred != d))[:per_row]
+        row = np.zeros((28, 28 * per_row), np.uint8)
+        for k, i in enumerate(bad):
+            im = Image.fromarray(x[i] if x.ndim == 3 else x[i].mean(-1).astype(np.uint8))
+            ImageDraw.Draw(im).text((0, 0), str(pred[i]), fill=128)
+            row[:, 28 * k : 28 * (k + 1)] = np.asarray(im)
+        rows.append(row)
+    g = np.concatenate(rows)
+    Image.fromarray(g).resize((g.shape[1] * 2, g.shape[0] * 2), Image.NEAREST).save(path)
 
 
 if __name__ == "__main__":

@@ -66,10 +66,10 @@ SKELETONS: dict[int, list[tuple[list, list]]] = {
     2: [
         ([(0.05, 0.25), (0.3, 0.02), (0.6, 0.15), (0.55, 0.45), (0.3, 0.72), (0.03, 1.0), (0.4, 0.97), (0.72, 1.0)],
          [([0, 1, 2, 3, 4, 5], False), ([5, 6, 7], False)]),
-        # looped 2: a small loop where the diagonal meets the base
-        ([(0.05, 0.22), (0.32, 0.0), (0.62, 0.18), (0.5, 0.5), (0.18, 0.85), (0.1, 0.98), (0.25, 0.95),
-          (0.22, 0.82), (0.12, 0.9), (0.4, 1.0), (0.75, 0.95)],
-         [(list(range(11)), False)]),
+        # looped 2: the diagonal curls into a loop at the bottom left before the base
+        ([(0.06, 0.22), (0.32, 0.0), (0.62, 0.16), (0.55, 0.45), (0.32, 0.75), (0.16, 0.96), (0.0, 0.9),
+          (0.02, 0.7), (0.2, 0.68), (0.3, 0.85), (0.42, 0.98), (0.75, 0.95)],
+         [(list(range(12)), False)]),
         # curved, z-like base
         ([(0.08, 0.2), (0.35, 0.0), (0.62, 0.2), (0.45, 0.55), (0.05, 0.95), (0.35, 0.9), (0.7, 0.98)],
          [(list(range(7)), False)]),
@@ -110,6 +110,10 @@ SKELETONS: dict[int, list[tuple[list, list]]] = {
         # straighter stem, small loop
         ([(0.45, 0.0), (0.2, 0.35), (0.1, 0.72), (0.25, 0.98), (0.5, 0.88), (0.45, 0.62), (0.2, 0.68)],
          [(list(range(7)), False)]),
+        # long stem sweeping from the top right into a small low loop closed on the stem
+        ([(0.7, 0.02), (0.35, 0.2), (0.12, 0.5), (0.1, 0.82), (0.3, 1.0), (0.55, 0.88), (0.5, 0.66),
+          (0.28, 0.64), (0.12, 0.76)],
+         [(list(range(9)), False)]),
     ],
     7: [
         ([(0.0, 0.05), (0.66, 0.05), (0.45, 0.45), (0.28, 1.0)], [([0, 1], False), ([1, 2, 3], False)]),
@@ -214,21 +218,16 @@ _NOISE = rng.normal(np.array([0x6D6E697374], np.uint64), "mnist2d:noise-table", 
 _NOISE_WINDOWS = np.lib.stride_tricks.sliding_window_view(_NOISE, _SIZE * _SIZE)  # row i = _NOISE[i:i+784]
 
 
-def _splat(v: np.ndarray, inv: np.ndarray, transposed: bool = False) -> np.ndarray:
-    """exp(inv·(pixel - v)²) for every point and pixel: [B, P] -> [B, P, 28] (or [B, 28, P]).
+def _splat(v: np.ndarray, inv: np.ndarray) -> np.ndarray:
+    """exp(inv·(pixel - v)²) for every point and pixel: [B, N] -> [B, N, 28].
 
     In place after the first op (these maps are the family's hottest arrays). The exponent is
     clamped at -30 so tails underflow to ~1e-13, never to float32 denormals, which would make
     exp and the matmul that follows ~10x slower.
     """
-    if transposed:
-        d = _PIX[None, :, None] - v[:, None, :]
-        inv = inv[:, None, :]
-    else:
-        d = np.subtract.outer(v, _PIX)
-        inv = inv[..., None]
+    d = np.subtract.outer(v, _PIX)
     np.square(d, out=d)
-    d *= inv
+    d *= inv[..., None]
     np.maximum(d, _F32(-30.0), out=d)
     return np.exp(d, out=d)
 
@@ -246,6 +245,14 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
         raise ValueError(f"label must be an int array of shape ({B},) in [0, {NUM_CLASSES - 1}]")
     if B == 0:
         return np.zeros((0,) + IMAGE_SHAPE, np.uint8), label.copy()
+    x, y, sigma, step, g, _ = _pen(params, seeds)
+    return _raster(params, seeds, x, y, sigma, step, g), label.copy()
+
+
+def _pen(params: dict, seeds: np.ndarray):
+    """Pen points in output pixels: x, y, splat std σ, path length per point, gain g, template."""
+    B = seeds.shape[0]
+    label = np.asarray(params["label"], dtype=np.int64)
 
     # -- skeleton: pick the style variant, jitter its control points, sample the pen path ----
     variant = np.clip(np.asarray(params["variant"], np.float64), 0.0, 1.0 - 1e-9)
@@ -301,13 +308,19 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
     x = x + (cx - (mass * x).sum(1, keepdims=True) / msum)
     y = y + (cy - (mass * y).sum(1, keepdims=True) / msum)
 
+    return x, y, sigma, step, g, tpl
+
+
+def _raster(params: dict, seeds: np.ndarray, x, y, sigma, step, g) -> np.ndarray:
+    B = seeds.shape[0]
     # -- rasterise: separable Gaussian splats, one batched matmul, then saturate ---------------
     inv = _F32(-0.5) / (sigma * sigma)
-    gx = _splat(x, inv)  # [B, P, 28]
-    gyt = _splat(y, inv, transposed=True)  # [B, 28, P]: both matmul operands contiguous (BLAS)
+    # x and y maps in one pass: gxy[:, :P] is gx [B, P, 28], gxy[:, P:] is gy; density = gyᵀ·diag(w)·gx
+    gxy = _splat(np.concatenate([x, y], 1), np.concatenate([inv, inv], 1))
+    gx, gy = gxy[:, :P], gxy[:, P:]
     w = step / (_F32(np.sqrt(2 * np.pi)) * sigma)  # a straight line gets a peak density of 1
-    gyt *= (w * g)[:, None, :]
-    density = np.matmul(gyt, gx)  # [B, 28(y), 28(x)]
+    gx *= (w * g)[:, :, None]
+    density = np.matmul(gy.transpose(0, 2, 1), gx)  # [B, 28(y), 28(x)]; strided views go to BLAS
     np.negative(density, out=density)
     img = np.exp(density, out=density)
     np.subtract(_F32(1.0), img, out=img)
@@ -322,5 +335,4 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
     img *= _F32(255.0)
     img += _F32(0.5)
     np.clip(img, 0.0, 255.0, out=img)
-    out = img.astype(np.uint8)
-    return out, label.copy()
+    return img.astype(np.uint8)
