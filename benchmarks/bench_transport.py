@@ -43,9 +43,10 @@ def make_batch(shape: tuple[int, ...]) -> tuple[dict, dict[str, np.ndarray]]:
         "images": gen.integers(0, 256, size=shape, dtype=np.uint8),
         "labels": gen.integers(0, 10, size=b).astype(np.int64),
         "seeds": gen.integers(0, 2**63, size=b, dtype=np.int64).astype(np.uint64),
-        **protocol.param_arrays({f"param{i}": gen.random(b, dtype=np.float32) for i in range(N_PARAMS)}),
     }
-    fields = {"id": 0, "worker": "bench", "family": "mnist2d", "ms": 1.5}
+    pfields, parrays = protocol.pack_params({f"param{i}": gen.random(b, dtype=np.float32) for i in range(N_PARAMS)})
+    arrays.update(parrays)
+    fields = {"id": 0, "worker": "bench", "family": "mnist2d", "ms": 1.5, **pfields}
     return fields, arrays
 
 

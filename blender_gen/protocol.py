@@ -27,6 +27,9 @@ MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB: e.g. 4,096 RGB 256×256 images; bounded so
 DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
                     "float16", "float32", "float64", "bool"})
 
+_NAME_OF = {np.dtype(n): n for n in DTYPES}  # dtype.name is slow in numpy 2; a dict lookup is not
+_DTYPE_OF = {n: np.dtype(n) for n in DTYPES}
+
 # kind -> (required fields with their JSON types, required array names)
 _INT = (int,)
 _NUM = (int, float)
@@ -42,10 +45,11 @@ SCHEMA: dict[str, tuple[dict[str, tuple], frozenset[str]]] = {
     "heartbeat": ({}, frozenset()),
     # controller -> worker
     "welcome": ({"family": _STR, "space": _DICT, "push": _STR, "heartbeat_s": _NUM}, frozenset()),
-    "request": ({"id": _INT, "family": _STR, "n": _INT}, frozenset({"seeds"})),
+    "request": ({"id": _INT, "family": _STR, "n": _INT, "param_names": _LIST}, frozenset({"seeds", "params"})),
     "stop": ({"reason": _STR}, frozenset()),
     # worker -> trainer
-    "batch": ({"id": _INT, "worker": _STR, "family": _STR, "ms": _NUM}, frozenset({"images", "labels", "seeds"})),
+    "batch": ({"id": _INT, "worker": _STR, "family": _STR, "ms": _NUM, "param_names": _LIST},
+              frozenset({"images", "labels", "seeds", "params"})),
     # trainer -> controller
     "trainer": ({"pull": _STR}, frozenset()),
     "delivered": ({"id": _INT, "samples": _INT}, frozenset()),
@@ -90,9 +94,10 @@ def encode(kind: str, fields: Mapping[str, Any] | None = None,
     for name, a in arrays.items():
         a = np.ascontiguousarray(a)
         a = a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))  # dtype.name drops the byte order
-        if a.dtype.name not in DTYPES:
+        dname = _NAME_OF.get(a.dtype)
+        if dname is None:
             raise ProtocolError("dtype", f"array '{name}' has dtype {a.dtype} outside {sorted(DTYPES)}")
-        descs.append({"name": name, "dtype": a.dtype.name, "shape": list(a.shape)})
+        descs.append({"name": name, "dtype": dname, "shape": list(a.shape)})
         bufs.append(a if a.nbytes else b"")
     header = {"v": VERSION, "kind": kind, **fields, "arrays": descs}
     return [json.dumps(header, separators=(",", ":"), allow_nan=False).encode()] + bufs
@@ -152,6 +157,8 @@ def _decode(frames: Sequence) -> Message:
                                 f"{dtype.name}{shape} needs {expected}")
         arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
     _check_fields(kind, header, set(arrays))
+    if "params" in SCHEMA[kind][1]:
+        _check_params_frame(kind, header, arrays)
     return Message(kind, header, arrays)
 
 
@@ -166,7 +173,7 @@ def _check_desc(desc: Any, seen: Mapping[str, Any]) -> tuple[str, np.dtype, tupl
     if (not isinstance(shape, list) or len(shape) > MAX_NDIM
             or not all(type(s) is int and 0 <= s <= MAX_MESSAGE_BYTES for s in shape)):
         raise ProtocolError("bad_array", f"array '{name}': shape {str(shape)[:80]} is not a list of <= {MAX_NDIM} sizes")
-    return name, np.dtype(dtype), tuple(shape)
+    return name, _DTYPE_OF[dtype], tuple(shape)
 
 
 def _check_fields(kind: str, fields: Mapping[str, Any], array_names: set[str]) -> None:
@@ -194,13 +201,31 @@ class RejectCounter(Counter):
         return sum(self.values())
 
 
-# -- helpers for the parameter arrays a request and a batch carry -----------------------------
-PARAM_PREFIX = "p."
+# -- the parameters a request and a batch carry -------------------------------------------------
+# One float64 [P, n] array (float32 and int64 values are exact in float64) plus the names in the
+# header: per-message cost grows with the number of frames, so 15 parameters cost one frame, not 15.
 
-
-def param_arrays(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {PARAM_PREFIX + k: v for k, v in params.items()}
+def pack_params(params: Mapping[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(header fields, arrays) to merge into a request or batch message."""
+    names = list(params)
+    n = len(next(iter(params.values()))) if names else 0
+    packed = np.empty((len(names), n), dtype=np.float64)
+    for i, k in enumerate(names):
+        packed[i] = params[k]
+    return {"param_names": names}, {"params": packed}
 
 
 def params_of(msg: Message) -> dict[str, np.ndarray]:
-    return {k[len(PARAM_PREFIX):]: v for k, v in msg.arrays.items() if k.startswith(PARAM_PREFIX)}
+    """name -> float64 row view; a space's ``cast`` turns them back into declared dtypes."""
+    arr = msg.arrays["params"]
+    return {k: arr[i] for i, k in enumerate(msg.fields["param_names"])}
+
+
+def _check_params_frame(kind: str, fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+    names, arr = fields.get("param_names"), arrays["params"]
+    if (not isinstance(names, list) or not all(isinstance(k, str) and 0 < len(k) <= MAX_NAME for k in names)
+            or len(set(names)) != len(names)):
+        raise ProtocolError("bad_field", f"{kind}: 'param_names' must be a list of distinct short names")
+    if arr.dtype != np.float64 or arr.ndim != 2 or arr.shape[0] != len(names):
+        raise ProtocolError("bad_array", f"{kind}: 'params' must be float64 [{len(names)}, n], "
+                            f"got {arr.dtype.name}{list(arr.shape)}")

@@ -184,6 +184,21 @@ class ParamSpace:
             out[p.name] = np.full(n, v, dtype=p.dtype)
         return out
 
+    def cast(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Values off the wire (float64) -> declared dtypes; a non-integral int value is an error."""
+        out = {}
+        for name, v in params.items():
+            p = self.params.get(name)
+            v = np.asarray(v)
+            if p is None or v.dtype == p.dtype:
+                out[name] = v
+                continue
+            c = v.astype(p.dtype)
+            if p.dtype.kind == "i" and not np.array_equal(c, v):
+                raise SpaceError(f"parameter '{name}': non-integral or out-of-range value for a {p.kind}")
+            out[name] = c
+        return out
+
     def check_params(self, params: Mapping[str, np.ndarray], n: int) -> None:
         """Every declared parameter present, length n, within its declaration; nothing extra."""
         extra = set(params) - set(self.params)

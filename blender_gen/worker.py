@@ -34,6 +34,7 @@ class Renderer:
 
     def render(self, params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = len(seeds)
+        params = self.space.cast(params)
         self.space.check_params(params, n)
         images, labels = self.family.render(params, seeds)
         if images.dtype != np.uint8 or len(images) != n or labels.shape != (n,):
@@ -125,9 +126,10 @@ def _loop(worker_id, dealer, push, renderer, heartbeat_s, silent_after_s, reject
             last_sent = time.monotonic()
             continue
         ms = (time.perf_counter() - t0) * 1000
-        arrays = {"images": images, "labels": labels, "seeds": seeds, **protocol.param_arrays(params)}
+        pfields, parrays = protocol.pack_params(params)
+        arrays = {"images": images, "labels": labels, "seeds": seeds, **parrays}
         push.send_multipart(protocol.encode("batch", {"id": rid, "worker": worker_id, "family": msg["family"],
-                                                      "ms": ms}, arrays), copy=False)
+                                                      "ms": ms, **pfields}, arrays), copy=False)
         dealer.send_multipart(protocol.encode("done", {"id": rid, "ms": ms}))
         last_sent = time.monotonic()
         rendered += 1

@@ -296,8 +296,9 @@ class Controller:
                               "action": req.action, "worker": w.name, "step": req.step})
         req.issues += 1
         req.worker, req.issued_at, req.rendered_at = ident, now, None
-        ok = self._send(ident, "request", {"id": req.id, "family": self.cfg.scene.name, "n": len(req.seeds)},
-                        {"seeds": req.seeds, **protocol.param_arrays(req.params)})
+        pfields, parrays = protocol.pack_params(req.params)
+        ok = self._send(ident, "request", {"id": req.id, "family": self.cfg.scene.name, "n": len(req.seeds), **pfields},
+                        {"seeds": req.seeds, **parrays})
         w.credits -= 1
         if ok:
             w.open.add(req.id)
