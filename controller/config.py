@@ -82,6 +82,11 @@ class TrainerCfg:
     val_every: int = 25_000  # samples between validations
     data_timeout_s: float = 60.0
     queue: int = 8  # decoded requests buffered ahead of the training step
+    # few-real mode: k real labelled images per class mixed into every minibatch
+    real_data: Optional[str] = None  # .npz / IDX path; its images not picked for training are validated on
+    real_per_class: int = 10
+    real_fraction: float = 0.25  # share of each minibatch drawn (with replacement) from the real images
+    log_every_s: float = 10.0
 
 
 @dataclass

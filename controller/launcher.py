@@ -195,9 +195,12 @@ def check(cfg: RunConfig) -> None:
     from trainer.data import BUILTIN
 
     scene_space(cfg)
-    vd = cfg.trainer.val_data
-    if vd not in (None, BUILTIN) and not Path(vd).expanduser().exists():
-        raise config_mod.ConfigError(f"trainer.val_data: data path '{vd}' does not exist")
+    for key in ("val_data", "real_data"):
+        path = getattr(cfg.trainer, key)
+        if path not in (None, BUILTIN) and not Path(path).expanduser().exists():
+            raise config_mod.ConfigError(f"trainer.{key}: data path '{path}' does not exist")
+    if not 0.0 <= cfg.trainer.real_fraction < 1.0:
+        raise config_mod.ConfigError("trainer.real_fraction must be in [0, 1)")
     for key in ("launcher.workers", "controller.request_size", "controller.credits", "budget.samples",
                 "trainer.batch_size"):
         section, name = key.split(".")

@@ -118,3 +118,21 @@ def load_dataset(path: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
     if labels.shape != (len(images),):
         raise DataError(f"{path}: labels shape {labels.shape} does not match {len(images)} images")
     return np.ascontiguousarray(images), labels.astype(np.int64)
+
+
+def few_per_class(labels: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of k images per class (chosen by ``seed``) and of all the others.
+
+    The few-real mode trains on the first set and must report on the second only: real data
+    that shapes training is never the data a result is reported on.
+    """
+    g = np.random.default_rng(seed)
+    picked = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < k:
+            raise DataError(f"class {c} has {len(idx)} images, fewer than real_per_class={k}")
+        picked.append(g.choice(idx, size=k, replace=False))
+    train = np.sort(np.concatenate(picked))
+    rest = np.setdiff1d(np.arange(len(labels)), train)
+    return train, rest

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from controller import config as config_mod
 from controller.config import RunConfig
 from trainer import plots
-from trainer.data import DataError, load_dataset
+from trainer.data import DataError, few_per_class, load_dataset
 from trainer.models import build, to_input
 from trainer.stream import Stream, StreamError
 
@@ -74,7 +74,18 @@ def train(cfg: RunConfig, controller: str) -> dict:
     device = pick_device(tc.device)
     torch.manual_seed(cfg.seed)
     val_x, val_y = load_dataset(tc.val_data)
+    real = None
+    if tc.real_data:
+        rx, ry = load_dataset(tc.real_data)
+        pick, rest = few_per_class(ry, tc.real_per_class, cfg.seed)
+        real = (torch.from_numpy(rx[pick]).to(device), torch.from_numpy(ry[pick]).to(device))
+        if Path(tc.real_data).resolve() == Path(tc.val_data or "").resolve():
+            val_x, val_y = val_x[rest], val_y[rest]  # never validate on the images trained on
+        log.info("trainer: few-real mode: %d real images (%d per class) at %.0f%% of each minibatch",
+                 len(pick), tc.real_per_class, 100 * tc.real_fraction)
     log.info("trainer: device %s, validation on %s (%d real images)", device, tc.val_data or "sklearn-digits", len(val_y))
+    real_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    n_real = round(tc.batch_size * tc.real_fraction / max(1e-9, 1 - tc.real_fraction)) if real else 0
 
     stream_log = open(run_dir / "stream.jsonl", "w", buffering=1)
 
@@ -95,7 +106,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
         total_steps = max(1, math.ceil(cfg.budget.samples / tc.batch_size) + 8)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total_steps, pct_start=0.15)
         grid_images: list[np.ndarray] = []
-        t_start = time.perf_counter()
+        t_start = last_log = time.perf_counter()
         step_time = 0.0
         loss_ema = None
         next_val = tc.val_every
@@ -108,19 +119,29 @@ def train(cfg: RunConfig, controller: str) -> dict:
                 break
             if len(grid_images) < 64:
                 grid_images.extend(batch.images[: 64 - len(grid_images)])
-            x = to_input(torch.from_numpy(batch.images.copy()).to(device, non_blocking=True))
+            xb = torch.from_numpy(batch.images.copy()).to(device, non_blocking=True)
             y = torch.from_numpy(batch.labels.copy()).to(device, non_blocking=True)
-            losses = F.cross_entropy(model(x), y, reduction="none")
+            n_gen = len(y)
+            if n_real:
+                j = torch.randint(len(real[1]), (n_real,), generator=real_gen).to(device)
+                xb, y = torch.cat([xb, real[0][j]]), torch.cat([y, real[1][j]])
+            losses = F.cross_entropy(model(to_input(xb)), y, reduction="none")
             loss = losses.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if sched.last_epoch + 1 < total_steps:
                 sched.step()
-            per_sample = losses.detach().float().cpu().numpy()
+            per_sample = losses[:n_gen].detach().float().cpu().numpy()
             stream.report_losses(batch, per_sample)
             step_time += time.perf_counter() - t0
             loss_ema = float(per_sample.mean()) if loss_ema is None else 0.98 * loss_ema + 0.02 * float(per_sample.mean())
+            now = time.perf_counter()
+            if now - last_log >= tc.log_every_s:
+                last_log = now
+                log.info("trainer: %7d / %d samples (%.0f%%)  loss %.3f  %.0f samples/s  data wait %.1f%%",
+                         stream.consumed, cfg.budget.samples, 100 * stream.consumed / cfg.budget.samples, loss_ema,
+                         stream.consumed / (now - t_start), 100 * stream.wait_s / max(step_time, 1e-9))
             if stream.consumed >= next_val or stream.consumed >= cfg.budget.samples:
                 next_val += tc.val_every
                 m = _validate(model, val_x, val_y, device, num_classes, stream, t_start, step_time, loss_ema)
