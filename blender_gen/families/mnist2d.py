@@ -70,6 +70,9 @@ SKELETONS: dict[int, list[tuple[list, list]]] = {
         ([(0.06, 0.22), (0.32, 0.0), (0.62, 0.16), (0.55, 0.45), (0.32, 0.75), (0.16, 0.96), (0.0, 0.9),
           (0.02, 0.7), (0.2, 0.68), (0.3, 0.85), (0.42, 0.98), (0.75, 0.95)],
          [(list(range(12)), False)]),
+        # angular: small top hook, steep straight diagonal, flat base
+        ([(0.04, 0.22), (0.28, 0.0), (0.55, 0.1), (0.5, 0.36), (0.05, 0.97), (0.68, 0.96)],
+         [([0, 1, 2, 3, 4], False), ([4, 5], False)]),
         # curved, z-like base
         ([(0.08, 0.2), (0.35, 0.0), (0.62, 0.2), (0.45, 0.55), (0.05, 0.95), (0.35, 0.9), (0.7, 0.98)],
          [(list(range(7)), False)]),
@@ -114,9 +117,19 @@ SKELETONS: dict[int, list[tuple[list, list]]] = {
         ([(0.7, 0.02), (0.35, 0.2), (0.12, 0.5), (0.1, 0.82), (0.3, 1.0), (0.55, 0.88), (0.5, 0.66),
           (0.28, 0.64), (0.12, 0.76)],
          [(list(range(9)), False)]),
+        # big round loop, short stem hooking off to the top right
+        ([(0.62, 0.05), (0.35, 0.08), (0.1, 0.35), (0.04, 0.7), (0.25, 0.98), (0.55, 0.92), (0.62, 0.62),
+          (0.38, 0.42), (0.1, 0.52)],
+         [(list(range(9)), False)]),
+        # "b"-like: near-straight stem down the left, round loop filling the lower half
+        ([(0.28, 0.0), (0.14, 0.35), (0.06, 0.7), (0.16, 0.96), (0.42, 1.0), (0.6, 0.8), (0.5, 0.56),
+          (0.26, 0.5), (0.08, 0.64)],
+         [(list(range(9)), False)]),
     ],
     7: [
         ([(0.0, 0.05), (0.66, 0.05), (0.45, 0.45), (0.28, 1.0)], [([0, 1], False), ([1, 2, 3], False)]),
+        # short bar, long near-vertical stem
+        ([(0.12, 0.04), (0.5, 0.02), (0.42, 0.5), (0.36, 1.0)], [([0, 1], False), ([1, 2, 3], False)]),
         # crossed 7
         ([(0.0, 0.05), (0.66, 0.05), (0.45, 0.45), (0.28, 1.0), (0.22, 0.55), (0.65, 0.5)],
          [([0, 1], False), ([1, 2, 3], False), ([4, 5], False)]),
@@ -129,6 +142,10 @@ SKELETONS: dict[int, list[tuple[list, list]]] = {
         ([(0.6, 0.1), (0.33, 0.0), (0.08, 0.16), (0.2, 0.38), (0.5, 0.6), (0.6, 0.85), (0.33, 1.0), (0.06, 0.84),
           (0.18, 0.6), (0.48, 0.38), (0.6, 0.15)],
          [(list(range(11)), False)]),
+        # S stroke closed by a straight return to the top: small, open-ish upper loop
+        ([(0.58, 0.08), (0.32, 0.0), (0.12, 0.12), (0.2, 0.32), (0.5, 0.55), (0.64, 0.8), (0.4, 1.0), (0.1, 0.9),
+          (0.16, 0.66), (0.6, 0.06)],
+         [(list(range(9)), False), ([8, 9], False)]),
         # two stacked loops
         (_ellipse(0.35, 0.24, 0.22, 0.24, 7) + _ellipse(0.35, 0.73, 0.29, 0.27, 8),
          [(list(range(7)), True), (list(range(7, 15)), True)]),
@@ -257,7 +274,12 @@ def _pen(params: dict, seeds: np.ndarray):
     # -- skeleton: pick the style variant, jitter its control points, sample the pen path ----
     variant = np.clip(np.asarray(params["variant"], np.float64), 0.0, 1.0 - 1e-9)
     tpl = _FIRST[label] + np.minimum((variant * _COUNT[label]).astype(np.int64), _COUNT[label] - 1)
-    ctrl = _CTRL[tpl] + _col(params, "jitter")[:, :, None] * rng.normal(seeds, "jitter", 2 * _C).reshape(B, _C, 2)
+    # proportion: a vertical power warp y -> y**(2**p) of the unit box moves the digit's middle up or
+    # down (bigger or smaller upper loop of 8/9, lower loop of 6, bar height of 4/7 …)
+    cy0 = _CTRL[tpl][..., 1]
+    gamma = np.exp2(_col(params, "proportion"))
+    cy0 = np.sign(cy0) * np.abs(cy0) ** gamma
+    ctrl = np.stack([_CTRL[tpl][..., 0], cy0], -1) + _col(params, "jitter")[:, :, None] * rng.normal(seeds, "jitter", 2 * _C).reshape(B, _C, 2)
 
     # -- smooth elastic displacement: a few random low-frequency plane waves per axis, applied
     # to the control points (the strokes are linear in them, so the whole path follows) -------
