@@ -1,0 +1,452 @@
+"""fashion2d: procedural garment, shoe and bag silhouettes, 28×28, normalised like Fashion-MNIST.
+
+Fashion-MNIST (Xiao, Rasul & Vollgraf 2017) shows each product front-on (garments) or in side
+view with the toe to the left (shoes), its longest side scaled to the frame, light on black.
+Each class here is a parametric silhouette: a union (min) and difference (max of the negated
+distance) of a few signed-distance primitives — trapezoids, oriented boxes, ellipses, rings —
+whose geometry is per-sample ``[b, 1]`` columns broadcast against the flat pixel grid. Coverage
+is the distance in pixels turned into a one-pixel linear ramp, which anti-aliases without
+supersampling. Garments use ``|u|`` so one sleeve primitive draws both sleeves.
+
+Shape parameters are shared across classes and mean the analogous thing in each (``sleeve``
+is sleeve width on tops, leg width on trousers, strap or sole thickness on shoes, handle
+thickness on bags …). The fill is a procedural texture (flat, gradient, stripes, checks,
+spots, print, knit) times fold shading, darker detail lines (seams, plackets, zips, soles,
+laces, flaps), a 3-tap blur and per-pixel noise.
+
+Batches are processed per class (a loop over the 10 classes and the fill kinds, never over
+images); every random number comes from ``blender_gen.rng`` keyed by the sample's own seed and
+all arithmetic is element-wise, so sample i's bytes depend only on (its parameters, its seed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from blender_gen import rng
+
+NAME = "fashion2d"
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+LABEL_PARAM = "label"
+
+FILLS = ("flat", "gradient", "stripes", "checks", "spots", "print", "knit")
+_SIZE = IMAGE_SHAPE[0]
+_F32 = np.float32
+_PIX = (np.arange(_SIZE, dtype=_F32) + _F32(0.5) - _F32(_SIZE / 2))  # pixel centres about the middle
+# Pixel arrays are kept flat, [b, 784], with per-sample values as [b, 1] columns: numpy's inner
+# loop then runs over 784 contiguous pixels. Broadcasting [b, 1, 1] against [b, 28, 28] instead
+# gives 28-long inner loops and was measured ~4× slower per op.
+_X = np.tile(_PIX, _SIZE)[None, :]
+_Y = np.repeat(_PIX, _SIZE)[None, :]
+_NOT_COL0 = (_X > _PIX[0]).astype(_F32)  # zero where a flat shift by one pixel would wrap a row
+_N_SHAPE = 12  # per-sample shape draws (stream "shape")
+_N_PAT = 10  # per-sample pattern draws (stream "pattern")
+
+_NOISE = rng.normal(np.array([0x66617368], np.uint64), "fashion2d:noise-table", 1 << 16)[0]
+_NOISE_WINDOWS = np.lib.stride_tricks.sliding_window_view(_NOISE, _SIZE * _SIZE)
+
+
+# --------------------------------------------------------------------------------------------
+# Signed-distance primitives (units: the frame's long side = 1; negative inside)
+# --------------------------------------------------------------------------------------------
+
+
+def _lerp(a, b, t):
+    return a + (b - a) * t
+
+
+def _box(u, v, cx, cy, hw, hh):
+    return np.maximum(np.abs(u - cx) - hw, np.abs(v - cy) - hh)
+
+
+def _obox(u, v, ax, ay, bx, by, hw):
+    """Box of half-width ``hw`` around the segment a→b (square ends)."""
+    dx, dy = bx - ax, by - ay
+    ln = np.sqrt(dx * dx + dy * dy) + _F32(1e-6)
+    dx, dy = dx / ln, dy / ln
+    pu, pv = u - (ax + bx) * _F32(0.5), v - (ay + by) * _F32(0.5)
+    along = pu * dx + pv * dy
+    across = pv * dx - pu * dy
+    return np.maximum(np.abs(along) - ln * _F32(0.5), np.abs(across) - hw)
+
+
+def _ellipse(u, v, cx, cy, rx, ry):
+    """Approximate distance to an ellipse (exact on the axes, good enough for a 1-px ramp)."""
+    du, dv = (u - cx) / rx, (v - cy) / ry
+    return (np.sqrt(du * du + dv * dv) - _F32(1.0)) * np.minimum(rx, ry)
+
+
+def _between(v, top, bottom):
+    return np.maximum(top - v, v - bottom)
+
+
+def _line(d, width, outside=None):
+    """Darkening of a line at signed distance d (units) of half-width ``width`` (units).
+
+    ``outside`` (> 0 off the segment of the line that is drawn) is folded in with a maximum:
+    multiplying by a per-pixel boolean mask costs ~7× an arithmetic op (the bool→float cast),
+    and ``np.where`` on a random per-pixel condition ~50× (branch misprediction).
+    """
+    a = np.abs(d)
+    if outside is not None:
+        a = np.maximum(a, outside)
+    return np.clip(_F32(1.0) - a / width, _F32(0.0), _F32(1.0))
+
+
+def _flag(cond):
+    """A per-sample [b,1] condition as float32 0/1 (cheap: b elements, not b·784)."""
+    return cond.astype(_F32)
+
+
+def _wave(f, ang, phase, x, y):
+    """A plane wave sin(f·(x cos θ + y sin θ) + φ) for per-sample [b,1] f, θ, φ."""
+    a = (f * np.cos(ang)) * x
+    a += (f * np.sin(ang)) * y
+    a += phase
+    return np.sin(a, out=a)
+
+
+# --------------------------------------------------------------------------------------------
+# Classes. Each ``_shape`` gets u (right), v (down) in units with v in [0, H] and u centred,
+# its parameters p (name -> [b,1], all but tilt in [0, 1]) and shape draws r [b,1,n]; it
+# returns (signed distance, detail darkening in [0, 1]). ``_HEIGHT`` gives H per class: tops
+# and trousers are 1 tall and at most 1 wide; shoes and bags are 1 wide.
+# --------------------------------------------------------------------------------------------
+
+
+def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)):
+    """Shared upper-body garment: body trapezoid, shoulders, two sleeves, neck hole."""
+    au = np.abs(u)
+    bw = body_w
+    sh = _F32(0.03) + _F32(0.05) * r[..., 0]  # shoulder height at the edge of the body
+    body = np.maximum(_between(v, _F32(0.0), _F32(1.0)), au - _lerp(bw, bw * hem, v))
+    body = np.maximum(body, (sh * au / bw - v) * _F32(0.9))  # sloping shoulders
+    # sleeve: from the shoulder, outwards and down by `sleeve_drop` (radians below horizontal)
+    sw = (_F32(0.045) + _F32(0.045) * p["sleeve"]) * sleeve_w
+    inset = np.where(sleeve_drop < _F32(1.2), _F32(-0.8), _F32(0.2))  # short sleeves start inside the body
+    ax, ay = bw + sw * inset, sh + sw * _F32(0.6)
+    bx = ax + sleeve_len * np.cos(sleeve_drop)
+    by = ay + sleeve_len * np.sin(sleeve_drop)
+    sl = _obox(au, v, ax, ay, bx, by, sw)
+    d = np.minimum(body, sl)
+    # neck: an ellipse cut from the top
+    nw = _F32(0.06) + _F32(0.07) * p["neckline"]
+    nd = (_F32(0.03) + _F32(0.08) * p["neckline"]) * (_F32(0.6) + _F32(0.8) * r[..., 1])
+    d = np.maximum(d, -_ellipse(u, v, _F32(0.0), _F32(0.0), nw, nd))
+    seam = _line(sl - body, _F32(0.02))  # sleeve/body seam (outside the product it is masked anyway)
+    return d, seam, au, sw
+
+
+def _tshirt(u, v, p, r):
+    bw = _F32(0.22) + _F32(0.08) * p["width"]
+    ln = _F32(0.12) + _F32(0.16) * p["length"]
+    drop = _F32(0.35) + _F32(0.55) * r[..., 2]
+    d, seam, au, _ = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.9) + _F32(0.2) * p["heel"],
+                          sleeve_w=_F32(1.5))
+    return d, _F32(0.5) * seam
+
+
+def _pullover(u, v, p, r):
+    bw = _F32(0.2) + _F32(0.1) * p["width"]
+    ln = _F32(0.7) + _F32(0.25) * p["length"]
+    drop = _F32(1.42) + _F32(0.14) * r[..., 2]
+    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.8) + _F32(0.2) * p["heel"])
+    rib = _line(v - (_F32(0.93) + _F32(0.03) * r[..., 3]), _F32(0.015)) * r[..., 4]  # waist band
+    return d, np.maximum(_F32(0.6) * seam, rib)
+
+
+def _coat(u, v, p, r):
+    bw = _F32(0.21) + _F32(0.1) * p["width"]
+    ln = _F32(0.72) + _F32(0.25) * p["length"]
+    drop = _F32(1.42) + _F32(0.14) * r[..., 2]
+    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.85) + _F32(0.25) * p["heel"])
+    # front opening (zip or button line) down the middle and lapels running into it
+    zip_ = _line(u, _F32(0.018)) * (_F32(0.5) + _F32(0.5) * r[..., 5])
+    lap_depth = _F32(0.15) + _F32(0.25) * r[..., 6]
+    lapel = _line(au - (_F32(0.1) + _F32(0.06) * p["neckline"]) * (_F32(1.0) - v / lap_depth), _F32(0.02), v - lap_depth)
+    pocket = _line(v - (_F32(0.6) + _F32(0.1) * r[..., 7]), _F32(0.015), np.abs(au - bw * _F32(0.55)) - bw * _F32(0.3)) * _flag(r[..., 8] > 0.5)
+    return d, np.maximum(np.maximum(zip_, lapel * r[..., 4]), np.maximum(_F32(0.6) * seam, pocket))
+
+
+def _shirt(u, v, p, r):
+    bw = _F32(0.21) + _F32(0.11) * p["width"]
+    short = r[..., 9] < _F32(0.25)  # a quarter of shirts have short sleeves
+    ln = np.where(short, _F32(0.1) + _F32(0.12) * p["length"], _F32(0.68) + _F32(0.27) * p["length"])
+    drop = np.where(short, _F32(0.4) + _F32(0.6) * r[..., 2], _F32(1.42) + _F32(0.14) * r[..., 2])
+    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.9) + _F32(0.2) * p["heel"])
+    # collar: two small bright-edged triangles at the neck, and a button placket
+    cw = _F32(0.06) + _F32(0.07) * p["neckline"]
+    collar = _line(au - cw * (_F32(1.0) - v / _F32(0.14)), _F32(0.02), v - _F32(0.14))
+    placket = _line(u - _F32(0.02) * (r[..., 5] - _F32(0.5)), _F32(0.015), _F32(0.08) - v)
+    return d, np.maximum(np.maximum(collar, _F32(0.6) * seam), placket * (_F32(0.4) + _F32(0.6) * r[..., 7]))
+
+
+def _trouser(u, v, p, r):
+    au = np.abs(u)
+    top_w = _F32(0.17) + _F32(0.09) * p["width"]
+    leg = _F32(0.05) + _F32(0.05) * p["sleeve"]  # half-width of a leg at the hem
+    ankle_c = top_w - leg * (_F32(1.2) - _F32(0.6) * p["heel"]) + _F32(0.03) * (r[..., 0] - _F32(0.5))
+    outer = _lerp(top_w, ankle_c + leg, np.clip(v, 0.0, 1.0))
+    crotch = _F32(0.22) + _F32(0.18) * (_F32(1.0) - p["length"])
+    t = np.clip((v - crotch) / (_F32(1.0) - crotch), 0.0, 1.0)
+    inner = t * (ankle_c - leg)
+    d = np.maximum(np.maximum(au - outer, inner - au), _between(v, _F32(0.0), _F32(1.0)))
+    band = _F32(0.03) + _F32(0.06) * p["neckline"]
+    d = np.minimum(d, _box(u, v, _F32(0.0), band * _F32(0.5), top_w + _F32(0.06) * p["neckline"], band * _F32(0.5)))  # waistband
+    detail = np.maximum(_line(v - band, _F32(0.012)), _F32(0.5) * _line(u, _F32(0.012), v - crotch))
+    return d, detail
+
+
+def _dress(u, v, p, r):
+    au = np.abs(u)
+    top = _F32(0.09) + _F32(0.06) * p["width"] + _F32(0.04) * p["sleeve"]
+    waist_v = _F32(0.2) + _F32(0.15) * p["length"] + _F32(0.1) * r[..., 0]
+    waist = top * (_F32(0.75) + _F32(0.3) * r[..., 1])
+    hem = waist + _F32(0.02) + _F32(0.22) * p["heel"]
+    # piecewise linear: top -> waist over [0, waist_v], waist -> hem over [waist_v, 1]
+    hw = top + (waist - top) * np.clip(v / waist_v, _F32(0.0), _F32(1.0)) + (hem - waist) * np.clip((v - waist_v) / (_F32(1.0) - waist_v), _F32(0.0), _F32(1.0))
+    d = np.maximum(au - hw, _between(v, _F32(0.0), _F32(1.0)))
+    # sleeves (short or long) for some, straps for the rest
+    has_sl = r[..., 2] < _F32(0.45)
+    sw = _F32(0.04) + _F32(0.04) * p["sleeve"]
+    ln = _F32(0.08) + _F32(0.5) * p["length"]
+    sl = _obox(au, v, top - sw, sw * _F32(1.2), top - sw + ln * _F32(0.45), sw * _F32(1.2) + ln * _F32(0.9), sw)
+    d = np.minimum(d, sl + _F32(9.0) * _flag(~has_sl))
+    nw = top * (_F32(0.4) + _F32(0.5) * p["neckline"])
+    nd = _F32(0.04) + _F32(0.12) * p["neckline"]
+    d = np.maximum(d, -_ellipse(u, v, _F32(0.0), _F32(0.0), nw, nd))
+    belt = _line(v - waist_v, _F32(0.012)) * r[..., 3]
+    return d, belt
+
+
+def _sandal(u, v, p, r, H):
+    sole = _F32(0.025) + _F32(0.03) * p["sleeve"]
+    heel_h = H - _F32(0.22)  # rise of the heel above the toe, from the frame height
+    # sole: from the toe (left, on the ground) rising to the heel seat
+    toe_x, seat_x = _F32(-0.5) + sole, _F32(0.3) + _F32(0.08) * r[..., 0]
+    ground = H - sole
+    mid_x = _F32(-0.15)
+    d_sole = np.minimum(_obox(u, v, toe_x, ground, mid_x, ground, sole),
+                        _obox(u, v, mid_x, ground, seat_x, ground - heel_h, sole))
+    d_sole = np.minimum(d_sole, _obox(u, v, seat_x, ground - heel_h, _F32(0.5) - sole, ground - heel_h, sole))
+    # heel: a post under the seat when the heel is raised
+    post_w = _F32(0.02) + _F32(0.05) * r[..., 1]
+    d_heel = _box(u, v, _F32(0.45) - post_w, ground - heel_h * _F32(0.5), post_w, heel_h * _F32(0.5) + sole)
+    d = np.minimum(d_sole, d_heel + _F32(9.0) * _flag(heel_h <= _F32(0.05)))
+    # some raised sandals stand on a solid wedge filling the space under the sole
+    sole_v = ground - heel_h * np.clip((u - mid_x) / (seat_x - mid_x), _F32(0.0), _F32(1.0))
+    wedge = np.maximum(np.maximum(sole_v - v, v - H), np.maximum(mid_x - u, u - _F32(0.5) + sole))
+    d = np.minimum(d, wedge + _F32(9.0) * _flag(r[..., 9] > _F32(0.4)))
+    # straps: toe strap, instep strap, ankle strap (thin bands rising from the sole)
+    st = _F32(0.015) + _F32(0.035) * p["sleeve"]
+    top_v = _F32(0.03) + _F32(0.1) * p["neckline"]
+    spread = _F32(0.7) + _F32(0.3) * p["width"]  # how far apart along the foot the straps stand
+    for k, x0 in enumerate((-0.38, -0.1, 0.2)):
+        x0 = _F32(x0) * spread
+        ground_k = ground - heel_h * np.clip((x0 - mid_x) / (seat_x - mid_x), 0.0, 1.0)
+        lean = _F32(0.25) * (r[..., 2 + k] - _F32(0.3))
+        reach = _F32(0.15) + _F32(0.35) * p["length"] * (_F32(0.5) + _F32(0.5) * r[..., 5 + k])
+        x1 = x0 + lean
+        y1 = np.maximum(ground_k - reach, top_v)
+        d = np.minimum(d, _obox(u, v, x0, ground_k, x1, y1, st))
+    d = np.minimum(d, _obox(u, v, _F32(-0.1) + _F32(0.25) * (r[..., 3] - _F32(0.3)), np.maximum(ground - _F32(0.15) - _F32(0.35) * p["length"], top_v),
+                            _F32(0.45), top_v + _F32(0.05) * r[..., 8], st))  # ankle band
+    return d, _F32(0.0)
+
+
+def _sneaker(u, v, p, r, H):
+    sole = _F32(0.05) + _F32(0.05) * p["sleeve"]
+    # upper: a half ellipse sitting on the sole, toe at the left, plus the heel counter
+    # width: the toe's bluntness (a wider ellipse reaches the toe higher up)
+    rx = _F32(0.72) + _F32(0.16) * p["width"]
+    cx, ry = _F32(0.5) - rx * _F32(0.4) + _F32(0.05) * r[..., 0], (H - sole) * (_F32(0.75) + _F32(0.15) * r[..., 5])
+    up = np.maximum(_ellipse(u, v, cx, H - sole, rx, ry), v - H)
+    up = np.minimum(up, _box(u, v, _F32(0.0), H - sole * _F32(0.5), _F32(0.5), sole * _F32(0.5)))  # sole
+    # heel: height of the heel counter at the back
+    hc_top = H * _F32(0.3) * (_F32(1.0) - p["heel"])
+    heel = _box(u, v, _F32(0.4), (hc_top + H) * _F32(0.5), _F32(0.1), (H - hc_top) * _F32(0.5))
+    d = np.maximum(np.minimum(up, heel), np.maximum(np.abs(u) - _F32(0.5), v - H))
+    # ankle opening dips into the top near the heel
+    ox = _F32(0.15) + _F32(0.1) * r[..., 1]
+    top_at_ox = H - sole - ry * np.sqrt(np.maximum(_F32(1.0) - np.square((ox - cx) / rx), _F32(0.0)))
+    op = _ellipse(u, v, ox, np.minimum(top_at_ox, hc_top), _F32(0.12) + _F32(0.1) * p["neckline"], (_F32(0.05) + _F32(0.15) * p["neckline"]) * H)
+    d = np.maximum(d, -op)
+    sole_line = _line(v - (H - sole), _F32(0.015))
+    lace = _line(u + v * (_F32(0.6) + _F32(0.6) * r[..., 2]) - _F32(0.05), _F32(0.03), v - H + sole) * r[..., 3]
+    # two side stripes (the three-stripe / swoosh look) behind the laces
+    a = u * _F32(0.6) + v
+    stripes = np.maximum(_line(a - _F32(0.3), _F32(0.025)), _line(a - _F32(0.42), _F32(0.025))) * _flag(r[..., 4] > _F32(0.6))
+    return d, np.maximum(np.maximum(sole_line, lace), _F32(0.6) * stripes)
+
+
+def _boot(u, v, p, r, H):
+    sole = _F32(0.04) + _F32(0.05) * p["sleeve"]
+    foot_h = _F32(0.28) + _F32(0.12) * r[..., 0]
+    foot = np.maximum(_ellipse(u, v, _F32(0.05), H - sole, _F32(0.55), foot_h), v - H)
+    shaft_w = _F32(0.3) + _F32(0.2) * p["width"]
+    front_top = _F32(0.5) - shaft_w
+    front_bot = front_top - _F32(0.05) - _F32(0.15) * r[..., 1]
+    t = np.clip(v / (H - foot_h * _F32(0.5)), 0.0, 1.0)
+    # the shaft's top edge dips towards the front by the neckline (collar) depth
+    dip = _F32(0.12) * p["neckline"] * (_F32(0.5) - u) / shaft_w
+    shaft = np.maximum(np.maximum(_lerp(front_top, front_bot, t) - u, u - _F32(0.5)), _between(v, dip, H))
+    d = np.maximum(np.minimum(foot, shaft), np.abs(u) - _F32(0.5))
+    # a raised heel leaves a gap under the arch
+    hh = _F32(0.02) + _F32(0.15) * p["heel"]
+    arch = _box(u, v, _F32(0.05) + _F32(0.1) * r[..., 2], H, _F32(0.17), hh - _F32(0.02))
+    d = np.maximum(d, -arch)
+    collar = _line(v - (_F32(0.02) + _F32(0.08) * p["neckline"]), _F32(0.02), front_top - u)
+    sole_line = _line(v - (H - sole), _F32(0.015))
+    seam = _line(u - _lerp(front_top, front_bot, t) - _F32(0.08), _F32(0.015)) * r[..., 3]
+    return d, np.maximum(np.maximum(collar, sole_line), seam)
+
+
+def _bag(u, v, p, r, H):
+    au = np.abs(u)
+    handle_h = H * (_F32(0.1) + _F32(0.3) * p["length"]) * _flag(r[..., 0] > _F32(0.2))
+    taper = _F32(0.25) * p["heel"]
+    body = np.maximum(au - _lerp(_F32(0.5) * (_F32(1.0) - taper), _F32(0.5), (v - handle_h) / (H - handle_h)),
+                      _between(v, handle_h, H))
+    th = _F32(0.02) + _F32(0.03) * p["sleeve"]
+    hw = _F32(0.12) + _F32(0.25) * p["neckline"]
+    ring = np.abs(_ellipse(u, v, _F32(0.0), handle_h + th, hw, np.maximum(handle_h, _F32(0.01)))) - th
+    ring = np.maximum(ring, v - handle_h - th * _F32(2.0))
+    d = np.minimum(body, ring + _F32(9.0) * _flag(handle_h <= _F32(0.0)))
+    flap = _line(v - handle_h - (H - handle_h) * (_F32(0.15) + _F32(0.3) * r[..., 1]), _F32(0.015)) * _flag(r[..., 2] > _F32(0.4))
+    frame = _line(body + _F32(0.05), _F32(0.012)) * r[..., 3]
+    return d, np.maximum(flap, frame)
+
+
+def _garment(fn):
+    def shape(u, v, p, r, H):
+        return fn(u, v, p, r)
+    return shape
+
+
+# class -> (shape, frame height H as a function of p [b,1,1] and r)
+_CLASSES = {
+    0: (_garment(_tshirt), None),
+    1: (_garment(_trouser), None),
+    2: (_garment(_pullover), None),
+    3: (_garment(_dress), None),
+    4: (_garment(_coat), None),
+    5: (_sandal, lambda p, r: _F32(0.25) + _F32(0.6) * p["heel"]),
+    6: (_garment(_shirt), None),
+    7: (_sneaker, lambda p, r: _F32(0.36) + _F32(0.24) * p["length"]),
+    8: (_bag, lambda p, r: _F32(0.6) + _F32(0.35) * p["width"]),
+    9: (_boot, lambda p, r: _F32(0.55) + _F32(0.4) * p["length"]),
+}
+_SHAPE_PARAMS = ("width", "length", "sleeve", "neckline", "heel")
+
+
+# --------------------------------------------------------------------------------------------
+# Fill
+# --------------------------------------------------------------------------------------------
+
+
+def _pattern(kind: int, x, y, q, scale, contrast):
+    """Multiplicative texture in [1 - contrast, 1]; x, y in pixels, q [b,1,n] pattern draws."""
+    if kind == 0:  # flat
+        return None
+    ang = _F32(2 * np.pi) * q[..., 0]
+    ph = _F32(2 * np.pi) * q[..., 1]
+    f = _F32(2 * np.pi) / (_F32(2.0) + _F32(10.0) * scale)  # period 2 (fine) to 12 px (coarse)
+    if kind == 1:  # gradient
+        t = (x * np.cos(ang) + y * np.sin(ang)) * _F32(1.0 / 28.0) + _F32(0.5)
+        return _F32(1.0) - contrast * np.clip(t, _F32(0.0), _F32(1.0))
+    if kind == 2:  # stripes
+        s = _wave(f, ang, ph, x, y)
+        return _F32(1.0) - contrast * np.clip(s * _F32(2.0) + _F32(0.5), _F32(0.0), _F32(1.0))
+    if kind == 3:  # checks
+        s = _wave(f, ang, ph, x, y) * _wave(f, ang + _F32(np.pi / 2), ph, x, y)
+        return _F32(1.0) - contrast * np.clip(s * _F32(3.0) + _F32(0.5), _F32(0.0), _F32(1.0))
+    if kind == 4:  # spots
+        s = _wave(f, ang, ph, x, y) * _wave(f, ang + _F32(np.pi / 2), ph, x, y) - _F32(0.5) + _F32(0.4) * q[..., 2]
+        return _F32(1.0) - contrast * np.clip(s * _F32(4.0), _F32(0.0), _F32(1.0))
+    if kind == 5:  # print: blobs from three random plane waves
+        s = _wave(f, ang, ph, x, y)
+        for k in range(2):
+            fk = f * (_F32(0.6) + _F32(0.8) * q[..., 5 + k])
+            s = s + _wave(fk, _F32(2 * np.pi) * q[..., 3 + k], _F32(2 * np.pi) * q[..., 7 + k], x, y)
+        return _F32(1.0) - contrast * np.clip(s + _F32(0.3), _F32(0.0), _F32(1.0))
+    # knit / denim: fine near-vertical ribs (the grain comes with the noise)
+    s = _wave(_F32(np.pi) * (_F32(0.5) + _F32(0.5) * q[..., 2]), _F32(0.3) * (q[..., 0] - _F32(0.5)), ph, x, y)
+    return _F32(1.0) - contrast * _F32(0.5) * (s + _F32(1.0))
+
+
+def _col(params: dict, name: str, idx=None) -> np.ndarray:
+    v = np.asarray(params[name], dtype=_F32)
+    return (v if idx is None else v[idx])[:, None]
+
+
+def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Render a batch: params name -> array [B], seeds uint64 [B] -> (uint8 [B,28,28], int64 [B])."""
+    seeds = np.asarray(seeds, dtype=np.uint64).reshape(-1)
+    B = seeds.shape[0]
+    label = np.asarray(params["label"], dtype=np.int64)
+    if label.shape != (B,) or np.any((label < 0) | (label >= NUM_CLASSES)):
+        raise ValueError(f"label must be an int array of shape ({B},) in [0, {NUM_CLASSES - 1}]")
+    if B == 0:
+        return np.zeros((0,) + IMAGE_SHAPE, np.uint8), label.copy()
+
+    shape_r = rng.uniform(seeds, "shape", _N_SHAPE)[:, None, :]
+    frame_r = rng.uniform(seeds, "frame", 3)[:, None, :]
+    cov = np.empty((B, _SIZE * _SIZE), _F32)
+    detail = np.zeros((B, _SIZE * _SIZE), _F32)
+    for c, (shape, height) in _CLASSES.items():
+        idx = np.flatnonzero(label == c)
+        if idx.size == 0:
+            continue
+        p = {k: _col(params, k, idx) for k in _SHAPE_PARAMS}
+        r = shape_r[idx]
+        H = height(p, r) if height is not None else _F32(1.0)
+        # pixels -> shape units: the long side spans 26.5..28 px, tilt about the centre
+        s = (_F32(26.5) + _F32(1.5) * frame_r[idx, ..., 0]) / np.maximum(H, _F32(1.0))
+        ang = np.deg2rad(_col(params, "tilt", idx))
+        ca, sa = np.cos(ang) / s, np.sin(ang) / s
+        u = ca * _X + sa * _Y
+        v = ca * _Y - sa * _X + H * _F32(0.5)
+        d, det = shape(u, v, p, r, H)
+        # distance in pixels -> coverage, a one-pixel ramp
+        cov[idx] = np.clip(_F32(0.5) - d * s, 0.0, 1.0)
+        detail[idx] = det
+
+    # -- fill: texture × folds × details × brightness ------------------------------------------
+    q = rng.uniform(seeds, "pattern", _N_PAT)[:, None, :]
+    fill = np.asarray(params["fill"], dtype=np.int64)
+    img = np.ones((B, _SIZE * _SIZE), _F32)
+    x, y = _X, _Y
+    for k in range(len(FILLS)):
+        idx = np.flatnonzero(fill == k)
+        if idx.size == 0:
+            continue
+        t = _pattern(k, x, y, q[idx], _col(params, "pattern_scale", idx), _col(params, "contrast", idx))
+        if t is not None:
+            img[idx] = t
+    # folds: soft darker bands, mostly along the garment's length
+    fq = rng.uniform(seeds, "folds", 4)[:, None, :]
+    band = _wave(_F32(0.25) + _F32(0.5) * fq[..., 1], _F32(0.6) * (fq[..., 0] - _F32(0.5)), _F32(6.3) * fq[..., 2], x, y)
+    img *= _F32(1.0) - _col(params, "folds") * np.square(_F32(0.5) + _F32(0.5) * band)
+    img *= _F32(1.0) - (_F32(0.3) + _F32(0.5) * fq[..., 3]) * detail
+    img *= cov
+    img *= _col(params, "brightness")
+
+    # -- blur (separable 3-tap [a, 1-2a, a]), noise, quantise -----------------------------------
+    # on the flat rows a vertical neighbour is 28 away and a horizontal one 1 away; the
+    # horizontal pass masks the pixel that would wrap into the next row
+    a = _col(params, "blur") * _F32(0.3)
+    out = img * (_F32(1.0) - _F32(2.0) * a)
+    out[:, _SIZE:] += a * img[:, :-_SIZE]
+    out[:, :-_SIZE] += a * img[:, _SIZE:]
+    img = out * (_F32(1.0) - _F32(2.0) * a)
+    edge = a * _NOT_COL0
+    img[:, 1:] += edge[:, 1:] * out[:, :-1]
+    img[:, :-1] += edge[:, 1:] * out[:, 1:]
+    start = (rng.bits(seeds, "noise", 1)[:, 0] % np.uint64(len(_NOISE_WINDOWS))).astype(np.int64)
+    # grain only on the product, so the background stays black as in Fashion-MNIST
+    img += _col(params, "noise") * _NOISE_WINDOWS[start] * cov
+    img *= _F32(255.0)
+    img += _F32(0.5)
+    np.clip(img, 0.0, 255.0, out=img)
+    return img.astype(np.uint8).reshape(B, _SIZE, _SIZE), label.copy()

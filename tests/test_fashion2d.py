@@ -1,0 +1,195 @@
+"""fashion2d: determinism, contract, every parameter matters, Fashion-MNIST-style framing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from blender_gen import rng
+from blender_gen.families import CONFIG_DIR, default_space, load
+from blender_gen.space import SpaceError
+
+fam = load("fashion2d")
+space = default_space("fashion2d")
+
+
+def sample(n: int, seed: int = 0):
+    return space.sample(None, seed, n)
+
+
+def by_class(n_per: int = 1, **overrides):
+    """Defaults with every class in turn (n_per each), optionally some parameters fixed."""
+    n = 10 * n_per
+    params = space.defaults(n)
+    params["label"] = np.repeat(np.arange(10), n_per).astype(np.int64)
+    for k, v in overrides.items():
+        v = space[k].choices.index(v) if space[k].kind == "choice" else v
+        params[k] = np.full(n, v, space[k].dtype)
+    return params, rng.derive_seeds(11, n)
+
+
+def test_module_matches_yaml_header():
+    with open(CONFIG_DIR / "scene" / "fashion2d.yaml") as f:
+        cfg = yaml.safe_load(f)
+    assert fam.NAME == cfg["name"] == "fashion2d"
+    assert fam.IMAGE_SHAPE == tuple(cfg["image_shape"]) == (28, 28)
+    assert fam.NUM_CLASSES == cfg["num_classes"] == 10
+    assert fam.LABEL_PARAM == cfg["label_param"] == "label"
+    assert space["label"].kind == "int" and (space["label"].low, space["label"].high) == (0, 9)
+    assert tuple(space["fill"].choices) == fam.FILLS
+
+
+def test_output_dtype_shape_and_labels():
+    params, seeds = sample(64)
+    images, labels = fam.render(params, seeds)
+    assert images.dtype == np.uint8 and images.shape == (64, 28, 28)
+    assert labels.dtype == np.int64 and labels.shape == (64,)
+    np.testing.assert_array_equal(labels, params["label"])
+
+
+def test_same_params_and_seeds_give_identical_bytes():
+    params, seeds = sample(64, seed=3)
+    a, _ = fam.render(params, seeds)
+    b, _ = fam.render({k: v.copy() for k, v in params.items()}, seeds.copy())
+    assert a.tobytes() == b.tobytes()
+
+
+def test_sample_alone_equals_sample_in_batch():
+    params, seeds = sample(64, seed=5)
+    batch, _ = fam.render(params, seeds)
+    alone, _ = fam.render({k: v[17:18] for k, v in params.items()}, seeds[17:18])
+    assert alone[0].tobytes() == batch[17].tobytes()
+    rev, _ = fam.render({k: v[::-1].copy() for k, v in params.items()}, seeds[::-1].copy())
+    assert rev[64 - 1 - 17].tobytes() == batch[17].tobytes()
+
+
+def test_different_seeds_give_different_images():
+    params, seeds = sample(8)
+    a, _ = fam.render(params, seeds)
+    b, _ = fam.render(params, seeds + np.uint64(1))
+    assert all(a[i].tobytes() != b[i].tobytes() for i in range(8))
+
+
+def test_no_global_rng_use():
+    np.random.seed(0)
+    state = np.random.get_state()[1].copy()
+    fam.render(*sample(4))
+    assert np.array_equal(np.random.get_state()[1], state)
+
+
+@pytest.mark.parametrize("name", [p.name for p in space if p.name != "label"])
+def test_every_parameter_changes_the_image(name):
+    p = space[name]
+    params, seeds = by_class(fill="stripes", contrast=0.4, noise=0.03, folds=0.2, blur=0.3)
+    lo, hi = dict(params), dict(params)
+    if p.kind == "choice":
+        lo[name] = np.full(10, 0, np.int64)
+        hi[name] = np.full(10, len(p.choices) - 1, np.int64)
+    else:
+        lo[name] = np.full(10, p.low, p.dtype)
+        hi[name] = np.full(10, p.high, p.dtype)
+    a, _ = fam.render(lo, seeds)
+    b, _ = fam.render(hi, seeds)
+    changed = np.array([a[i].tobytes() != b[i].tobytes() for i in range(10)])
+    assert changed.all(), f"'{name}' low->high leaves classes {np.flatnonzero(~changed)} unchanged"
+
+
+def test_shape_parameters_change_the_silhouette():
+    """Shape parameters move the outline itself, not just the shading, in every class."""
+    for name in ("width", "length", "sleeve", "neckline", "heel"):
+        params, seeds = by_class(fill="flat", noise=0.0, folds=0.0, blur=0.0)
+        lo, hi = dict(params), dict(params)
+        lo[name], hi[name] = np.zeros(10, np.float32), np.ones(10, np.float32)
+        a, _ = fam.render(lo, seeds)
+        b, _ = fam.render(hi, seeds)
+        diff = ((a > 20) != (b > 20)).sum(axis=(1, 2))
+        assert diff.min() >= 3, f"'{name}': silhouette change per class {diff}"
+
+
+def test_every_fill_of_every_class_renders():
+    params, seeds = by_class(n_per=len(fam.FILLS))
+    params["fill"] = np.tile(np.arange(len(fam.FILLS)), 10).astype(np.int64)
+    images, _ = fam.render(params, seeds)
+    assert (images > 60).sum(axis=(1, 2)).min() > 30
+    # classes look different from each other with the same seeds and settings
+    params, seeds = by_class()
+    images, _ = fam.render(params, rng.derive_seeds(0, 10))
+    assert len({im.tobytes() for im in images}) == 10
+
+
+def test_product_centred_on_dark_background():
+    params, seeds = sample(256, seed=9)
+    images, _ = fam.render(params, seeds)
+    w = images.astype(np.float64)
+    # black background: the frame's corners are empty, the product is bright somewhere
+    corners = np.concatenate([w[:, :2, :2], w[:, :2, -2:], w[:, -2:, :2], w[:, -2:, -2:]], 1)
+    assert np.median(corners.mean(axis=(1, 2))) < 5 and images.max(axis=(1, 2)).min() > 15
+    # the bounding box's centre is near the frame centre, its long side fills the frame
+    box_c, long_side = [], []
+    for im in images:
+        ys, xs = np.nonzero(im > 15)
+        box_c.append(((ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2))
+        long_side.append(max(ys.max() - ys.min(), xs.max() - xs.min()) + 1)
+    box_c = np.array(box_c)
+    assert np.abs(box_c - 13.5).max() < 4.0 and np.median(np.abs(box_c - 13.5)) < 1.0
+    assert np.median(long_side) >= 26
+
+
+def test_shoes_point_left_and_are_wider_than_tall():
+    params, seeds = by_class(n_per=8)
+    images, _ = fam.render(params, seeds)
+    ink = (images > 15).astype(np.float64)
+    for c in (5, 7, 9):
+        im = ink[params["label"] == c]
+        cols = im.any(axis=1).sum(1)
+        rows = im.any(axis=2).sum(1)
+        assert np.all(cols >= rows), (c, cols, rows)
+    # trousers and dresses are taller than wide
+    for c in (1, 3):
+        im = ink[params["label"] == c]
+        assert np.all(im.any(axis=2).sum(1) > im.any(axis=1).sum(1) + 5)
+
+
+@pytest.mark.parametrize(
+    "name, value, dtype",
+    [("label", 10, np.int64), ("width", 1.5, np.float32), ("tilt", -30.0, np.float32),
+     ("fill", 7, np.int64), ("noise", np.nan, np.float32)],
+)
+def test_out_of_range_params_rejected_naming_the_parameter(name, value, dtype):
+    params, _ = sample(4)
+    params[name] = params[name].copy()
+    params[name][2] = np.asarray(value, dtype)
+    with pytest.raises(SpaceError, match=f"'{name}'"):
+        space.check_params(params, 4)
+
+
+def test_missing_or_unknown_params_rejected():
+    params, _ = sample(4)
+    del params["heel"]
+    with pytest.raises(SpaceError, match="'heel'"):
+        space.check_params(params, 4)
+    params, _ = sample(4)
+    params["sparkle"] = np.zeros(4, np.float32)
+    with pytest.raises(SpaceError, match="sparkle"):
+        space.check_params(params, 4)
+
+
+def test_render_accepts_sampled_params_exactly():
+    params, _ = sample(16)
+    space.check_params(params, 16)
+    assert set(params) == set(space.params)
+
+
+def test_bad_label_rejected_by_render():
+    params, seeds = sample(4)
+    params["label"] = params["label"].copy()
+    params["label"][0] = 10
+    with pytest.raises(ValueError, match="label"):
+        fam.render(params, seeds)
+
+
+def test_empty_batch():
+    params, seeds = sample(0)
+    images, labels = fam.render(params, seeds)
+    assert images.shape == (0, 28, 28) and labels.shape == (0,)
