@@ -135,9 +135,13 @@ class ParamSpace:
 
     # -- actions -----------------------------------------------------------------------------
     def check_action(self, action: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Validate an action (name -> weights) and return normalised float64 probabilities."""
+        """Validate an action (name -> weights) and return normalised float64 probabilities.
+
+        Keys starting with '_' are a policy's metadata and are ignored."""
         out = {}
         for name, w in (action or {}).items():
+            if name.startswith("_"):
+                continue  # metadata a policy keeps with its action (e.g. a decision id)
             p = self[name]
             w = np.asarray(w, dtype=np.float64).reshape(-1)
             if w.size < 1 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:

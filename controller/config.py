@@ -68,7 +68,8 @@ class ControllerCfg:
     credits: int = 2  # requests in flight per worker
     heartbeat_s: float = 0.5
     dead_after_s: float = 5.0  # a worker silent this long is gone; its requests are re-issued
-    redeliver_after_s: float = 30.0  # rendered but never delivered: issue again
+    redeliver_after_s: float = 300.0  # rendered, worker alive, never delivered: issue again (a safety net)
+    max_open: int = 0  # issued but undelivered requests at most; 0 = credits × workers + 4
 
 
 @dataclass
@@ -81,12 +82,15 @@ class TrainerCfg:
     val_data: Optional[str] = None  # .npz / IDX path; None = scikit-learn's real 8×8 digits
     val_every: int = 25_000  # samples between validations
     data_timeout_s: float = 60.0
-    queue: int = 8  # decoded requests buffered ahead of the training step
+    queue: int = 4  # decoded requests buffered ahead of the training step
     # few-real mode: k real labelled images per class mixed into every minibatch
     real_data: Optional[str] = None  # .npz / IDX path; its images not picked for training are validated on
     real_per_class: int = 10
     real_fraction: float = 0.25  # share of each minibatch drawn (with replacement) from the real images
     log_every_s: float = 10.0
+    # share of the validation set kept for the policy's feedback (per-class accuracy, real features);
+    # val/... figures are then reported on the remaining part only
+    reward_split: float = 0.0
 
 
 @dataclass

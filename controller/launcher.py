@@ -199,6 +199,15 @@ def check(cfg: RunConfig) -> None:
         path = getattr(cfg.trainer, key)
         if path not in (None, BUILTIN) and not Path(path).expanduser().exists():
             raise config_mod.ConfigError(f"trainer.{key}: data path '{path}' does not exist")
+    if not 0.0 <= cfg.trainer.reward_split < 1.0:
+        raise config_mod.ConfigError("trainer.reward_split must be in [0, 1)")
+    if cfg.policy.name == "match" and cfg.trainer.reward_split <= 0:
+        raise config_mod.ConfigError("policy=match learns from real data: set trainer.reward_split (e.g. 0.5) so "
+                                     "that results are reported on a part it never saw")
+    from controller import policies
+
+    if cfg.policy.name not in policies.NAMES:
+        raise config_mod.ConfigError(f"policy.name: unknown policy '{cfg.policy.name}'; available: {list(policies.NAMES)}")
     if not 0.0 <= cfg.trainer.real_fraction < 1.0:
         raise config_mod.ConfigError("trainer.real_fraction must be in [0, 1)")
     for key in ("launcher.workers", "controller.request_size", "controller.credits", "budget.samples",

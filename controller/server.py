@@ -85,7 +85,10 @@ class Controller:
     def __init__(self, cfg: RunConfig, run_dir: str | Path):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.space = scene_space(cfg)
-        self.policy = policies.make(cfg.policy.name, self.space, cfg.policy.bins, cfg.policy.options, cfg.seed)
+        fam = families.load(cfg.scene.name)
+        options = {"num_classes": fam.NUM_CLASSES,
+                   "budget_requests": -(-cfg.budget.samples // cfg.controller.request_size), **cfg.policy.options}
+        self.policy = policies.make(cfg.policy.name, self.space, cfg.policy.bins, options, cfg.seed)
         self.workers: dict[bytes, WorkerState] = {}
         self.open: dict[int, Request] = {}
         self.reissue: deque[int] = deque()
@@ -220,7 +223,8 @@ class Controller:
         w = self.workers.get(ident)
         req = self.open.get(msg["id"])
         if w is not None and msg["id"] in w.open:
-            w.open.discard(msg["id"])
+            # the credit comes back now; the request stays in w.open until the trainer has it, so a
+            # worker that dies with the batch still in its send queue gets it re-issued
             w.credits += 1
             w.rendered += 1
         if req is not None and req.worker == ident:
@@ -265,6 +269,10 @@ class Controller:
 
     def _dispatch(self, now: float) -> None:
         budget = self.cfg.budget.samples
+        cc = self.cfg.controller
+        # bound what is issued but not yet delivered: keeps the policy's feedback fresh and the
+        # queues short (credits alone bound each worker, not the trainer's backlog)
+        max_open = cc.max_open or (cc.credits * max(1, len(self.workers)) + 4)
         for ident, w in self.workers.items():
             while w.welcomed and w.credits > 0:
                 if self.reissue:
@@ -272,7 +280,7 @@ class Controller:
                     if req is None:
                         continue  # delivered meanwhile
                     self.reissued += 1
-                elif self.issued_samples < budget:
+                elif self.issued_samples < budget and len(self.open) < max_open:
                     req = self._new_request()
                 else:
                     return
@@ -308,6 +316,8 @@ class Controller:
     # -- trainer ---------------------------------------------------------------------------------
     def _on_trainer(self, ident: bytes, msg) -> None:
         self.trainer, self.trainer_pull, self.trainer_seen = ident, msg["pull"], time.monotonic()
+        if self.policy.needs_realism and not msg.fields.get("realism"):
+            log.warning("controller: policy %s needs feature distances the trainer does not send", self.policy.name)
         log.info("controller: trainer registered, data to %s", self.trainer_pull)
         fam = families.load(self.cfg.scene.name)
         self._send(ident, "info", {"family": self.cfg.scene.name, "space": self.space.to_mapping(),
@@ -320,17 +330,28 @@ class Controller:
         req = self.open.pop(msg["id"], None)
         if req is None:
             return  # a duplicate, or a request of an earlier controller
+        w = self.workers.get(req.worker)
+        if w is not None:
+            w.open.discard(req.id)
         self.delivered += 1
         self.delivered_samples += len(req.seeds)
-        self.awaiting_losses[req.id] = req.params
+        self.awaiting_losses[req.id] = (req.action, req.params)
         while len(self.awaiting_losses) > 4096:  # a trainer that never reports losses costs bounded memory
             self.awaiting_losses.pop(next(iter(self.awaiting_losses)))
 
     def _on_losses(self, ident: bytes, msg) -> None:
-        params = self.awaiting_losses.pop(msg["id"], None)
-        losses = msg.arrays["losses"]
-        if params is not None and losses.dtype == np.float32 and losses.shape == (len(next(iter(params.values()))),):
-            self.policy.observe(params, losses)
+        entry = self.awaiting_losses.pop(msg["id"], None)
+        if entry is None:
+            return
+        action, params = entry
+        n = len(next(iter(params.values())))
+        losses, realism = msg.arrays["losses"], msg.arrays.get("realism")
+        if losses.dtype != np.float32 or losses.shape != (n,) or not np.all(np.isfinite(losses)):
+            self.rejects["bad_losses"] += 1
+            return
+        if realism is not None and (realism.dtype != np.float32 or realism.shape != (n,)):
+            realism = None
+        self.policy.observe(action, params, losses, realism)
 
     def _on_metrics(self, ident: bytes, msg) -> None:
         self.policy.observe_validation(msg["metrics"])

@@ -23,8 +23,12 @@ class SmallCNN(nn.Module):
         )
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * w, num_classes))
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features [B, 2·width] (what the ``match`` policy compares with real data)."""
+        return self.features(x).flatten(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.embed(x))
 
 
 MODELS = {"cnn": SmallCNN}

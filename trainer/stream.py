@@ -67,11 +67,12 @@ class _Received:
 class Stream(IterableDataset):
     def __init__(self, controller: str, batch_size: int = 128, samples: int | None = None,
                  bind: str = "tcp://127.0.0.1", queue_size: int = 8, data_timeout_s: float = 60.0,
-                 on_request=None):
+                 on_request=None, realism: bool = False):
         super().__init__()
         self.controller, self.batch_size, self.samples = controller, batch_size, samples
         self.bind, self.data_timeout_s = bind, data_timeout_s
         self.on_request = on_request  # called with (request_id, n, digest, worker) on each new request
+        self.realism = realism  # whether report_losses carries feature distances (the match policy)
         self._q: queue.Queue[_Received] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -163,7 +164,7 @@ class Stream(IterableDataset):
                 pull.bind(self.bind)
                 self.pull_endpoint = pull.getsockopt_string(zmq.LAST_ENDPOINT)
             dealer.connect(self.controller)
-            dealer.send_multipart(protocol.encode("trainer", {"pull": self.pull_endpoint}))
+            dealer.send_multipart(protocol.encode("trainer", {"pull": self.pull_endpoint, "realism": self.realism}))
             poller = zmq.Poller()
             poller.register(dealer, zmq.POLLIN)
             poller.register(pair, zmq.POLLIN)
@@ -272,18 +273,25 @@ class Stream(IterableDataset):
         for b in self.iter_batches():
             yield to_input(torch.from_numpy(b.images.copy())), torch.from_numpy(b.labels.copy())
 
-    def report_losses(self, batch: Batch, losses: np.ndarray) -> None:
-        """Per-sample training losses of a minibatch; sent once its whole request is covered."""
+    def report_losses(self, batch: Batch, losses: np.ndarray, realism: np.ndarray | None = None) -> None:
+        """Per-sample training losses (and feature distances to real data) of a minibatch;
+        sent to the controller once its whole request is covered."""
         rid = batch.request_id
-        buf = self._pending_losses.get(rid)
-        if buf is None:
-            buf = self._pending_losses[rid] = np.zeros(batch.request_size, dtype=np.float32)
+        bufs = self._pending_losses.get(rid)
+        if bufs is None:
+            bufs = self._pending_losses[rid] = np.zeros((2, batch.request_size), dtype=np.float32)
             self._loss_seen[rid] = 0
-        buf[batch.offset: batch.offset + len(losses)] = losses
+        sl = slice(batch.offset, batch.offset + len(losses))
+        bufs[0, sl] = losses
+        if realism is not None:
+            bufs[1, sl] = realism
         self._loss_seen[rid] += len(losses)
         if self._loss_seen[rid] >= batch.request_size:
             del self._pending_losses[rid], self._loss_seen[rid]
-            self._send_back("losses", {"id": rid}, {"losses": buf})
+            arrays = {"losses": bufs[0]}
+            if realism is not None:
+                arrays["realism"] = bufs[1]
+            self._send_back("losses", {"id": rid}, arrays)
 
     def report_metrics(self, metrics: dict[str, Any]) -> None:
         self._send_back("metrics", {"metrics": metrics})

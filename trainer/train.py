@@ -10,6 +10,7 @@ can prove it regenerated the same stream), ``checkpoint.pt``, ``val_accuracy.png
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -84,6 +85,18 @@ def train(cfg: RunConfig, controller: str) -> dict:
         log.info("trainer: few-real mode: %d real images (%d per class) at %.0f%% of each minibatch",
                  len(pick), tc.real_per_class, 100 * tc.real_fraction)
     log.info("trainer: device %s, validation on %s (%d real images)", device, tc.val_data or "sklearn-digits", len(val_y))
+    reward_x = reward_y = None
+    if tc.reward_split > 0:
+        # one fixed split for every run and seed, so every policy is reported on the same images
+        order = np.random.default_rng(0).permutation(len(val_y))
+        k = int(round(len(val_y) * tc.reward_split))
+        reward_x, reward_y = val_x[order[:k]], val_y[order[:k]]
+        val_x, val_y = val_x[order[k:]], val_y[order[k:]]
+        log.info("trainer: %d real images for the policy's feedback, %d held out for reporting", k, len(val_y))
+    realism = bool(getattr(importlib.import_module(f"controller.policies.{cfg.policy.name}").POLICY,
+                           "needs_realism", False))
+    if realism and reward_x is None:
+        raise config_mod.ConfigError(f"policy={cfg.policy.name} needs trainer.reward_split > 0")
     real_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     n_real = round(tc.batch_size * tc.real_fraction / max(1e-9, 1 - tc.real_fraction)) if real else 0
 
@@ -93,7 +106,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
         stream_log.write(json.dumps({"id": rid, "n": n, "digest": digest, "worker": worker}) + "\n")
 
     stream = Stream(controller, batch_size=tc.batch_size, samples=cfg.budget.samples, queue_size=tc.queue,
-                    data_timeout_s=tc.data_timeout_s, on_request=on_request)
+                    data_timeout_s=tc.data_timeout_s, on_request=on_request, realism=realism)
     metrics_f = open(run_dir / "metrics.jsonl", "a", buffering=1)
     history = []
     with stream:
@@ -106,6 +119,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
         total_steps = max(1, math.ceil(cfg.budget.samples / tc.batch_size) + 8)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total_steps, pct_start=0.15)
         grid_images: list[np.ndarray] = []
+        mu_real = None
         t_start = last_log = time.perf_counter()
         step_time = 0.0
         loss_ema = None
@@ -125,7 +139,16 @@ def train(cfg: RunConfig, controller: str) -> dict:
             if n_real:
                 j = torch.randint(len(real[1]), (n_real,), generator=real_gen).to(device)
                 xb, y = torch.cat([xb, real[0][j]]), torch.cat([y, real[1][j]])
-            losses = F.cross_entropy(model(to_input(xb)), y, reduction="none")
+            if realism:
+                if mu_real is None:
+                    mu_real = real_feature_mean(model, reward_x, device)
+                feats = model.embed(to_input(xb))
+                logits = model.head(feats)
+                with torch.no_grad():
+                    dist = (F.normalize(feats[:n_gen], dim=1) - mu_real).pow(2).sum(1).float().cpu().numpy()
+            else:
+                logits, dist = model(to_input(xb)), None
+            losses = F.cross_entropy(logits, y, reduction="none")
             loss = losses.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -133,7 +156,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
             if sched.last_epoch + 1 < total_steps:
                 sched.step()
             per_sample = losses[:n_gen].detach().float().cpu().numpy()
-            stream.report_losses(batch, per_sample)
+            stream.report_losses(batch, per_sample, dist)
             step_time += time.perf_counter() - t0
             loss_ema = float(per_sample.mean()) if loss_ema is None else 0.98 * loss_ema + 0.02 * float(per_sample.mean())
             now = time.perf_counter()
@@ -145,6 +168,10 @@ def train(cfg: RunConfig, controller: str) -> dict:
             if stream.consumed >= next_val or stream.consumed >= cfg.budget.samples:
                 next_val += tc.val_every
                 m = _validate(model, val_x, val_y, device, num_classes, stream, t_start, step_time, loss_ema)
+                if reward_x is not None:
+                    r = evaluate(model, reward_x, reward_y, device, num_classes)
+                    m.update({"reward/acc": r["acc"], "reward/acc_class": r["acc_class"]})
+                    mu_real = real_feature_mean(model, reward_x, device) if realism else None
                 history.append(m)
                 metrics_f.write(json.dumps(m) + "\n")
                 stream.report_metrics(m)
@@ -169,6 +196,16 @@ def train(cfg: RunConfig, controller: str) -> dict:
              stream.consumed, time.perf_counter() - t_start, final["val/acc"], final["val/n"],
              100 * final["train/data_wait"])
     return final
+
+
+@torch.no_grad()
+def real_feature_mean(model, images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Mean of the L2-normalised penultimate features of real images (for the match policy)."""
+    model.eval()
+    f = torch.cat([F.normalize(model.embed(to_input(torch.from_numpy(images[i:i + 1000]).to(device))), dim=1)
+                   for i in range(0, len(images), 1000)])
+    model.train()
+    return f.mean(0)
 
 
 def _validate(model, val_x, val_y, device, num_classes, stream: Stream, t_start, step_time, loss_ema) -> dict:

@@ -1,43 +1,153 @@
 """Policies decide what to generate next. One module each, one interface, chosen by ``policy=<name>``.
 
-A policy's *action* is, per parameter of the family's space, a list of weights over equal-width
-bins of its range (or over its choices); parameters it leaves out are drawn uniformly. The space
-does the drawing (``ParamSpace.sample``), so every family, 2D or 3D, gets every policy for free.
+The decision process (DESIGN.md, issue "the controller learns what to generate"):
+
+- **action**: per parameter of the family's space, weights over equal-width bins of its range
+  (or over its choices; an int range of at most 32 values gets one bin per value);
+  parameters left out are drawn uniformly. ``ParamSpace.sample`` does the drawing, so every
+  family, 2D or 3D, gets every policy for free. Every action keeps an exploration floor: at
+  least ``floor / K`` probability on each of K bins, so no policy can collapse onto a region.
+- **state**: per-(parameter, bin) statistics of the per-sample training losses the trainer
+  reports for fresh samples (measured before the step that trains on them, so they are the
+  current model's loss on that region), per-class accuracy on the *reward* split of the real
+  data, and training progress.
+- **reward**: learning progress, as in teacher–student curriculum learning (Matiisen et al.
+  2017): the drop of a region's loss between a slow and a fast moving average. Unlike "hardest
+  examples" (the loss itself), an unlearnable or degenerate region earns nothing once its loss
+  stops falling. ``match`` instead uses how close generated features lie to real ones.
+- **schedule**: policies update on every delivered request's losses (one message per 256
+  samples) and on every validation; ``ppo`` makes one decision per ``window`` requests.
 """
 
 from __future__ import annotations
 
 import importlib
+import time
+from dataclasses import fields
 from typing import Any, Mapping
 
 import numpy as np
 
-from blender_gen.space import ParamSpace
+from blender_gen.space import Param, ParamSpace
 
-NAMES = ("uniform",)
+NAMES = ("uniform", "bandit", "ppo", "match")
+
+
+def n_bins(p: Param, bins: int) -> int:
+    """Choices and small int ranges (≤ 32 values, e.g. a class label) get one bin per value."""
+    return p.n_options if p.kind == "choice" or (p.kind == "int" and p.n_options <= max(bins, 32)) else bins
+
+
+def bin_index(p: Param, values: np.ndarray, k: int) -> np.ndarray:
+    """Which of the k action bins each value falls in (the inverse of ParamSpace.sample's binning)."""
+    v = np.asarray(values, dtype=np.float64)
+    if p.kind == "choice":
+        return np.clip(v.astype(np.int64), 0, k - 1)
+    span = (p.high - p.low + 1) if p.kind == "int" else (p.high - p.low)
+    t = (v - p.low) / span if span > 0 else np.zeros_like(v)
+    return np.clip((t * k).astype(np.int64), 0, k - 1)
+
+
+class RegionStats:
+    """Per (parameter, bin) moving averages of a per-sample signal at a fast and a slow rate."""
+
+    def __init__(self, space: ParamSpace, bins: int, names: list[str], fast: float, slow: float):
+        self.space, self.names, self.fast_rate, self.slow_rate = space, names, fast, slow
+        self.k = {n: n_bins(space[n], bins) for n in names}
+        self.fast = {n: np.full(self.k[n], np.nan) for n in names}
+        self.slow = {n: np.full(self.k[n], np.nan) for n in names}
+        self.count = {n: np.zeros(self.k[n], dtype=np.int64) for n in names}
+
+    def update(self, params: Mapping[str, np.ndarray], values: np.ndarray) -> None:
+        for n in self.names:
+            b = bin_index(self.space[n], params[n], self.k[n])
+            cnt = np.bincount(b, minlength=self.k[n])
+            seen = cnt > 0
+            mean = np.bincount(b, weights=values, minlength=self.k[n])[seen] / cnt[seen]
+            for avg, rate in ((self.fast[n], self.fast_rate), (self.slow[n], self.slow_rate)):
+                cur = avg[seen]
+                avg[seen] = np.where(np.isnan(cur), mean, cur + rate * (mean - cur))
+            self.count[n] += cnt
+
+    def progress(self, n: str) -> np.ndarray:
+        """slow − fast: positive while the region's signal is falling; 0 where never seen."""
+        return np.nan_to_num(self.slow[n] - self.fast[n], nan=0.0)
+
+
+def with_floor(probs: np.ndarray, floor: float) -> np.ndarray:
+    """Mix with the uniform distribution: each of K bins keeps at least floor / K."""
+    probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum()
+    return (1.0 - floor) * probs + floor / probs.size
 
 
 class Policy:
     """The interface. Subclasses override what they use; the defaults do nothing."""
 
     name = "base"
+    needs_realism = False  # True: the trainer must report feature distances to the real reward split
 
     def __init__(self, space: ParamSpace, bins: int = 8, options: Mapping[str, Any] | None = None, seed: int = 0):
         self.space, self.bins, self.options, self.seed = space, bins, dict(options or {}), seed
+        self.time_s = 0.0  # wall time spent inside the policy: its cost, reported as policy/time_s
 
     def act(self) -> dict[str, list[float]]:
         """The action for the next request (JSON-able: it is written to the parameter log)."""
         return {}
 
-    def observe(self, params: Mapping[str, np.ndarray], losses: np.ndarray) -> None:
-        """Training losses of one delivered request, per sample, with the parameters that made them."""
+    def observe(self, action: Mapping[str, Any], params: Mapping[str, np.ndarray], losses: np.ndarray,
+                realism: np.ndarray | None = None) -> None:
+        """Per-sample training losses (and, if the trainer computes it, the distance of each sample's
+        features to the real data's) of one delivered request, with the action and params that made it."""
 
     def observe_validation(self, metrics: Mapping[str, Any]) -> None:
-        """Validation metrics from the trainer (``val/acc``, ``val/acc_class`` …)."""
+        """Validation metrics from the trainer (``val/acc``, ``reward/acc_class`` …)."""
+
+    def probs(self) -> dict[str, list[float]]:
+        """The current distribution over bins per steered parameter (for plots)."""
+        return {}
 
     def summary(self) -> dict[str, Any]:
         """Namespaced figures for metrics.jsonl (``policy/...``)."""
-        return {}
+        out: dict[str, Any] = {"policy/time_s": round(self.time_s, 4)}
+        probs = self.probs()
+        if probs:
+            out["policy/probs"] = {k: [round(float(x), 4) for x in v] for k, v in probs.items()}
+        return out
+
+
+
+CONTEXT_KEYS = ("params", "num_classes", "budget_requests")  # options the controller itself supplies
+
+
+def args_from(cls, options: Mapping[str, Any], extra: tuple[str, ...] = CONTEXT_KEYS):
+    """A hyper-parameter dataclass from ``policy.options``; an unknown key fails with its name."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(options) - known - set(extra)
+    if unknown:
+        raise ValueError(f"policy.options: unknown keys {sorted(unknown)}; allowed: {sorted(known | set(extra))}")
+    default = cls()
+    return cls(**{k: type(getattr(default, k))(v) for k, v in options.items() if k in known})
+
+
+class timed:
+    """Adds the wrapped method's wall time to ``self.time_s``."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __set_name__(self, owner, name):
+        fn = self.fn
+
+        def wrapper(obj, *a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(obj, *a, **kw)
+            finally:
+                obj.time_s += time.perf_counter() - t0
+
+        wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
+        setattr(owner, name, wrapper)
 
 
 def make(name: str, space: ParamSpace, bins: int = 8, options: Mapping[str, Any] | None = None,

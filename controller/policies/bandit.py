@@ -1,0 +1,69 @@
+"""A non-stationary bandit over parameter regions, driven by learning progress.
+
+Teacher–student curriculum learning (Matiisen et al., "Teacher-Student Curriculum Learning",
+2017): the teacher samples the tasks on which the student's score changes fastest, using the
+absolute slope so that forgetting is revisited too. Here a "task" is a bin of one parameter
+(factorised: one bandit per parameter), the score is the loss of the current model on fresh
+samples from that bin, and the slope is the gap between a slow and a fast moving average.
+Arms are drawn with Boltzmann weights over normalised progress, mixed with a uniform
+exploration floor as in EXP3 (Auer et al. 2002), so every bin keeps ≥ floor/K probability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from controller.policies import Policy, RegionStats, args_from, timed, with_floor
+
+
+@dataclass
+class BanditArgs:
+    fast: float = 0.3
+    """rate of the fast moving average of a bin's loss (per request that contains the bin)"""
+    slow: float = 0.03
+    """rate of the slow moving average"""
+    temperature: float = 0.5
+    """Boltzmann temperature on progress normalised by its mean magnitude across bins"""
+    floor: float = 0.25
+    """probability mass spread uniformly over bins (exploration floor)"""
+    warmup_requests: int = 8
+    """requests observed before the bandit departs from uniform"""
+
+
+class Bandit(Policy):
+    name = "bandit"
+
+    def __init__(self, space, bins=8, options=None, seed=0):
+        super().__init__(space, bins, options, seed)
+        self.args = args_from(BanditArgs, self.options)
+        steer = self.options.get("params") or [p.name for p in space]
+        self.stats = RegionStats(space, bins, list(steer), self.args.fast, self.args.slow)
+        self.observed = 0
+
+    def _dist(self, name: str) -> np.ndarray:
+        k = self.stats.k[name]
+        if self.observed < self.args.warmup_requests:
+            return np.full(k, 1.0 / k)
+        lp = np.abs(self.stats.progress(name))
+        z = lp / (lp.mean() + 1e-12)
+        w = np.exp((z - z.max()) / self.args.temperature)
+        return with_floor(w, self.args.floor)
+
+    @timed
+    def act(self):
+        if self.observed < self.args.warmup_requests:
+            return {}
+        return {n: self._dist(n).tolist() for n in self.stats.names}
+
+    @timed
+    def observe(self, action, params, losses, realism=None):
+        self.stats.update(params, losses)
+        self.observed += 1
+
+    def probs(self):
+        return {n: self._dist(n) for n in self.stats.names}
+
+
+POLICY = Bandit
