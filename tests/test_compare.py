@@ -1,0 +1,150 @@
+"""otfgen-compare: argument parsing, the aggregation and the table on synthetic runs, and one tiny real run."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from controller import compare
+
+
+# -- synthetic runs ----------------------------------------------------------------------------------
+
+def _curve(samples, scale, noise, rng):
+    """An accuracy curve that saturates faster for a smaller ``scale`` (samples to ~63% of the way)."""
+    acc = 0.99 - 0.89 * np.exp(-np.asarray(samples, float) / scale) + noise * rng.standard_normal(len(samples))
+    return np.clip(acc, 0, 1)
+
+
+def _write_run(out, policy, seed, scale, noise=0.002, budget=8000, every=1000, probs=None, wall=100.0):
+    rdir = compare.run_dir(out, policy, seed)
+    rdir.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    xs = list(range(every, budget + 1, every))
+    lines = []
+    for i, (x, a) in enumerate(zip(xs, _curve(xs, scale, noise, rng))):
+        lines.append({"train/samples": x, "train/elapsed_s": wall * x / budget, "train/data_wait": 0.05,
+                      "val/acc": float(a), "val/n": 1797})
+        ctrl = {"ctrl/requests": 4 * (i + 1), "time": 1000.0 + i, "policy/time_s": 2.0 * x / budget}
+        if probs is not None:
+            ctrl["policy/probs"] = probs(i / (len(xs) - 1))
+        lines.append(ctrl)
+    lines.append(dict(lines[-1]))  # the controller writes its last line twice (periodic + at stop)
+    with open(rdir / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in lines)
+        f.write('{"train/samples": 9')  # a line cut short by a kill must not break the report
+    (rdir / compare.RUN_RECORD).write_text(json.dumps({"policy": policy, "seed": seed, "ok": True, "wall_s": wall}))
+
+
+def _moving_probs(t):
+    """label drifts towards classes 8-9; slant moves a lot; noise a little; width never."""
+    label = np.ones(10)
+    label[8:] += 4 * t
+    return {"label": list(label / label.sum()), "slant": [1 - 0.9 * t, 1.0, 1.0, 1 + 2 * t],
+            "noise": [1.0, 1 + 0.1 * t], "width": [0.25] * 4}
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    for s in range(3):
+        _write_run(tmp_path, "uniform", s, scale=3000)
+        _write_run(tmp_path, "fast", s, scale=700, probs=_moving_probs)  # reaches uniform's final in < half
+        _write_run(tmp_path, "same", s, scale=3000, noise=0.004, probs=_moving_probs)
+    # a policy whose runs failed: a record and nothing else
+    for s in range(3):
+        d = compare.run_dir(tmp_path, "broken", s)
+        d.mkdir(parents=True)
+        (d / compare.RUN_RECORD).write_text(json.dumps({"ok": False, "returncode": 1}))
+    return tmp_path
+
+
+# -- tests -----------------------------------------------------------------------------------------
+
+def test_parse_args_splits_harness_keys_from_overrides(tmp_path):
+    a = compare.parse_args(["policies=[uniform, bandit]", "seeds=3", f"out={tmp_path}/x", "workers=4",
+                            "budget.samples=60000", "thresholds=[90,99.5]", "scene.params.slant.high=0.3"])
+    assert a.policies == ["uniform", "bandit"] and a.seeds == 3
+    assert a.out == (tmp_path / "x").resolve()
+    assert a.thresholds == [90.0, 99.5]
+    assert a.overrides == ["launcher.workers=4", "budget.samples=60000", "scene.params.slant.high=0.3"]
+    assert "outputs/compare/" in str(compare.parse_args([]).out)
+    for bad in (["policy=ppo"], ["seeds=0"], ["nonsense"]):
+        with pytest.raises(SystemExit):
+            compare.parse_args(bad)
+
+
+def test_samples_to_reach_interpolates_between_validations():
+    xs, ys = np.array([1000.0, 2000.0, 3000.0]), np.array([0.5, 0.9, 0.95])
+    assert compare.samples_to_reach(xs, ys, 0.7) == pytest.approx(1500)
+    assert compare.samples_to_reach(xs, ys, 0.95) == pytest.approx(3000)
+    assert compare.samples_to_reach(xs, ys, 0.4) == 1000  # already there at the first validation
+    assert compare.samples_to_reach(xs, ys, 0.96) is None
+
+
+def test_mean_curve_covers_only_the_common_range():
+    a = compare.Run("p", 0, True, np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.2, 0.3]), 1.0, 0, None, [])
+    b = compare.Run("p", 1, True, np.array([1.0, 2.0]), np.array([0.3, 0.4]), 1.0, 0, None, [])
+    grid, mean, lo, hi = compare.mean_curve([a, b])
+    assert list(grid) == [1.0, 2.0]
+    assert mean == pytest.approx([0.2, 0.3]) and lo == pytest.approx([0.1, 0.2]) and hi == pytest.approx([0.3, 0.4])
+
+
+def test_report_table_criterion_and_plots(synthetic):
+    policies = ["uniform", "fast", "same", "broken"]
+    text = compare.report(synthetic, policies, 3, [90, 95, 97, 98, 99.9])
+    for name in ("results.md", "results.json", "accuracy.png", "error_loglog.png", "policy_distributions.png"):
+        assert (synthetic / name).stat().st_size > 0, name
+    res = json.loads((synthetic / "results.json").read_text())
+    rows = {r["policy"]: r for r in res["rows"]}
+    u, f = rows["uniform"], rows["fast"]
+    assert u["runs_ok"] == 3 and u["budget"] == 8000
+    assert u["final_acc_mean"] == pytest.approx(100 * (0.99 - 0.89 * np.exp(-8 / 3)), abs=0.5)
+    assert u["data_wait_pct"] == pytest.approx(5.0) and u["wall_s"] == pytest.approx(100.0)
+    assert u["policy_overhead_pct"] == pytest.approx(2.0)  # 2 s of policy time in 100 s
+    assert f["samples_to"]["90"] < u["samples_to"]["90"]
+    assert u["samples_to"]["99.9"] is None
+    assert f["ratio_to_uniform_budget"] < 0.5 and u["ratio_to_uniform_budget"] == pytest.approx(1.0, abs=0.1)
+    assert f["criterion"]["met"] and f["criterion"]["half_budget"]
+    assert rows["same"]["criterion"]["met"] is False
+    assert rows["broken"]["runs_ok"] == 0 and rows["broken"]["criterion"]["met"] is None
+    assert u["criterion"] is None
+    md = (synthetic / "results.md").read_text()
+    assert md.count("\n| ") == 5  # header + 4 policies
+    assert "| broken | 0/3 | — |" in md
+    assert "fast: criterion MET (at half the samples" in text and "same: criterion not met" in text
+
+
+def test_policy_trajectory_and_param_choice(synthetic):
+    rows = compare.load_metrics(compare.run_dir(synthetic, "fast", 0) / "metrics.jsonl")
+    x, xlabel, params = compare.policy_trajectory(rows)
+    assert xlabel == "requests issued" and list(x) == [4.0 * (i + 1) for i in range(8)]  # duplicate dropped
+    assert params["label"].shape == (8, 10)
+    assert np.allclose(params["slant"].sum(1), 1.0)  # raw weights normalised
+    assert compare.pick_params(params, k=3) == ["label", "slant", "noise"]
+    assert compare.pick_params(params)[-1] == "width"  # never moved: last
+
+
+def test_no_policy_probs_means_no_distribution_plot(tmp_path):
+    _write_run(tmp_path, "uniform", 0, scale=3000)
+    _write_run(tmp_path, "other", 0, scale=3000)
+    compare.report(tmp_path, ["uniform", "other"], 1, [90])
+    assert (tmp_path / "accuracy.png").exists() and not (tmp_path / "policy_distributions.png").exists()
+
+
+@pytest.mark.slow
+def test_tiny_real_comparison(tmp_path, env):
+    out = tmp_path / "cmp"
+    p = subprocess.run([sys.executable, "-m", "controller.compare", "policies=[uniform,bandit]", "seeds=1",
+                        f"out={out}", "budget.samples=2048", "trainer.val_every=1024", "controller.request_size=256",
+                        "trainer.batch_size=128", "trainer.threads=1"],
+                       env=env, capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "uniform seed 0: done" in p.stdout
+    for name in ("results.md", "results.json", "accuracy.png", "error_loglog.png"):
+        assert (out / name).stat().st_size > 0, name
+    rows = {r["policy"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["uniform"]["runs_ok"] == 1 and rows["uniform"]["budget"] == 2048
+    assert rows["bandit"]["runs"] == 1  # whether bandit ran or failed, it has its row
+    assert "| uniform | 1/1 |" in (out / "results.md").read_text()
