@@ -115,7 +115,7 @@ def _wave(f, ang, phase, x, y):
 # --------------------------------------------------------------------------------------------
 
 
-def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)):
+def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0), no_sleeves=_F32(0.0), neck=_F32(1.0)):
     """Shared upper-body garment: body trapezoid, shoulders, two sleeves, neck hole."""
     au = np.abs(u)
     bw = body_w
@@ -123,44 +123,47 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     body = np.maximum(_between(v, _F32(0.0), _F32(1.0)), au - _lerp(bw, bw * hem, v))
     body = np.maximum(body, (sh * au / bw - v) * _F32(0.9))  # sloping shoulders
     # sleeve: from the shoulder, outwards and down by `sleeve_drop` (radians below horizontal)
-    sw = (_F32(0.045) + _F32(0.045) * p["sleeve"]) * sleeve_w
+    sw = (_F32(0.04) + _F32(0.035) * p["sleeve"]) * sleeve_w
     inset = np.where(sleeve_drop < _F32(1.2), _F32(-0.8), _F32(0.2))  # short sleeves start inside the body
     ax, ay = bw + sw * inset, sh + sw * _F32(0.6)
     bx = ax + sleeve_len * np.cos(sleeve_drop)
     by = ay + sleeve_len * np.sin(sleeve_drop)
-    sl = _obox(au, v, ax, ay, bx, by, sw)
+    sl = _obox(au, v, ax, ay, bx, by, sw) + _F32(9.0) * no_sleeves
     d = np.minimum(body, sl)
     # neck: an ellipse cut from the top
-    nw = _F32(0.06) + _F32(0.07) * p["neckline"]
+    nw = (_F32(0.06) + _F32(0.07) * p["neckline"]) * neck
     nd = (_F32(0.03) + _F32(0.08) * p["neckline"]) * (_F32(0.6) + _F32(0.8) * r[..., 1])
     d = np.maximum(d, -_ellipse(u, v, _F32(0.0), _F32(0.0), nw, nd))
-    seam = _line(sl - body, _F32(0.02))  # sleeve/body seam (outside the product it is masked anyway)
+    # the sleeve/body seam, and sleeves shaded apart from the body (outside the product both
+    # are masked anyway)
+    seam = np.maximum(_line(sl - body, _F32(0.02)), np.clip(body * _F32(40.0), _F32(0.0), _F32(0.4)) * r[..., 10])
     return d, seam, au, sw
 
 
 def _tshirt(u, v, p, r):
-    bw = _F32(0.22) + _F32(0.08) * p["width"]
+    bw = _F32(0.2) + _F32(0.07) * p["width"]
     ln = _F32(0.12) + _F32(0.16) * p["length"]
     drop = _F32(0.35) + _F32(0.55) * r[..., 2]
+    tank = _flag(r[..., 9] < _F32(0.2))  # a fifth are sleeveless tops with a wide neck
     d, seam, au, _ = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.9) + _F32(0.2) * p["heel"],
-                          sleeve_w=_F32(1.5))
+                          sleeve_w=_F32(1.5), no_sleeves=tank, neck=_F32(1.0) + tank)
     return d, _F32(0.5) * seam
 
 
 def _pullover(u, v, p, r):
-    bw = _F32(0.2) + _F32(0.1) * p["width"]
-    ln = _F32(0.7) + _F32(0.25) * p["length"]
-    drop = _F32(1.42) + _F32(0.14) * r[..., 2]
-    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.8) + _F32(0.2) * p["heel"])
+    bw = _F32(0.16) + _F32(0.08) * p["width"]
+    ln = _F32(0.72) + _F32(0.22) * p["length"]
+    drop = _F32(1.3) + _F32(0.15) * r[..., 2]
+    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.9) + _F32(0.15) * p["heel"])
     rib = _line(v - (_F32(0.93) + _F32(0.03) * r[..., 3]), _F32(0.015)) * r[..., 4]  # waist band
     return d, np.maximum(_F32(0.6) * seam, rib)
 
 
 def _coat(u, v, p, r):
-    bw = _F32(0.21) + _F32(0.1) * p["width"]
+    bw = _F32(0.17) + _F32(0.08) * p["width"]
     ln = _F32(0.72) + _F32(0.25) * p["length"]
-    drop = _F32(1.42) + _F32(0.14) * r[..., 2]
-    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.85) + _F32(0.25) * p["heel"])
+    drop = _F32(1.32) + _F32(0.14) * r[..., 2]
+    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.92) + _F32(0.2) * p["heel"])
     # front opening (zip or button line) down the middle and lapels running into it
     zip_ = _line(u, _F32(0.018)) * (_F32(0.5) + _F32(0.5) * r[..., 5])
     lap_depth = _F32(0.15) + _F32(0.25) * r[..., 6]
@@ -170,11 +173,11 @@ def _coat(u, v, p, r):
 
 
 def _shirt(u, v, p, r):
-    bw = _F32(0.21) + _F32(0.11) * p["width"]
-    short = r[..., 9] < _F32(0.25)  # a quarter of shirts have short sleeves
+    bw = _F32(0.17) + _F32(0.08) * p["width"]
+    short = r[..., 9] < _F32(0.1)  # a tenth of shirts have short sleeves
     ln = np.where(short, _F32(0.1) + _F32(0.12) * p["length"], _F32(0.68) + _F32(0.27) * p["length"])
-    drop = np.where(short, _F32(0.4) + _F32(0.6) * r[..., 2], _F32(1.42) + _F32(0.14) * r[..., 2])
-    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.9) + _F32(0.2) * p["heel"])
+    drop = np.where(short, _F32(0.4) + _F32(0.6) * r[..., 2], _F32(1.3) + _F32(0.15) * r[..., 2])
+    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.92) + _F32(0.15) * p["heel"])
     # collar: two small bright-edged triangles at the neck, and a button placket
     cw = _F32(0.06) + _F32(0.07) * p["neckline"]
     collar = _line(au - cw * (_F32(1.0) - v / _F32(0.14)), _F32(0.02), v - _F32(0.14))
@@ -184,8 +187,8 @@ def _shirt(u, v, p, r):
 
 def _trouser(u, v, p, r):
     au = np.abs(u)
-    top_w = _F32(0.17) + _F32(0.09) * p["width"]
-    leg = _F32(0.05) + _F32(0.05) * p["sleeve"]  # half-width of a leg at the hem
+    top_w = _F32(0.14) + _F32(0.08) * p["width"]
+    leg = _F32(0.04) + _F32(0.045) * p["sleeve"]  # half-width of a leg at the hem
     ankle_c = top_w - leg * (_F32(1.2) - _F32(0.6) * p["heel"]) + _F32(0.03) * (r[..., 0] - _F32(0.5))
     outer = _lerp(top_w, ankle_c + leg, np.clip(v, 0.0, 1.0))
     crotch = _F32(0.22) + _F32(0.18) * (_F32(1.0) - p["length"])
@@ -203,7 +206,7 @@ def _dress(u, v, p, r):
     top = _F32(0.09) + _F32(0.06) * p["width"] + _F32(0.04) * p["sleeve"]
     waist_v = _F32(0.2) + _F32(0.15) * p["length"] + _F32(0.1) * r[..., 0]
     waist = top * (_F32(0.75) + _F32(0.3) * r[..., 1])
-    hem = waist + _F32(0.02) + _F32(0.22) * p["heel"]
+    hem = waist + _F32(0.02) + _F32(0.12) * p["heel"]
     # piecewise linear: top -> waist over [0, waist_v], waist -> hem over [waist_v, 1]
     hw = top + (waist - top) * np.clip(v / waist_v, _F32(0.0), _F32(1.0)) + (hem - waist) * np.clip((v - waist_v) / (_F32(1.0) - waist_v), _F32(0.0), _F32(1.0))
     d = np.maximum(au - hw, _between(v, _F32(0.0), _F32(1.0)))
@@ -234,12 +237,8 @@ def _sandal(u, v, p, r, H):
     post_w = _F32(0.02) + _F32(0.05) * r[..., 1]
     d_heel = _box(u, v, _F32(0.45) - post_w, ground - heel_h * _F32(0.5), post_w, heel_h * _F32(0.5) + sole)
     d = np.minimum(d_sole, d_heel + _F32(9.0) * _flag(heel_h <= _F32(0.05)))
-    # some raised sandals stand on a solid wedge filling the space under the sole
-    sole_v = ground - heel_h * np.clip((u - mid_x) / (seat_x - mid_x), _F32(0.0), _F32(1.0))
-    wedge = np.maximum(np.maximum(sole_v - v, v - H), np.maximum(mid_x - u, u - _F32(0.5) + sole))
-    d = np.minimum(d, wedge + _F32(9.0) * _flag(r[..., 9] > _F32(0.4)))
     # straps: toe strap, instep strap, ankle strap (thin bands rising from the sole)
-    st = _F32(0.015) + _F32(0.035) * p["sleeve"]
+    st = _F32(0.012) + _F32(0.025) * p["sleeve"]
     top_v = _F32(0.03) + _F32(0.1) * p["neckline"]
     spread = _F32(0.7) + _F32(0.3) * p["width"]  # how far apart along the foot the straps stand
     for k, x0 in enumerate((-0.38, -0.1, 0.2)):
@@ -257,20 +256,22 @@ def _sandal(u, v, p, r, H):
 
 def _sneaker(u, v, p, r, H):
     sole = _F32(0.05) + _F32(0.05) * p["sleeve"]
-    # upper: a half ellipse sitting on the sole, toe at the left, plus the heel counter
-    # width: the toe's bluntness (a wider ellipse reaches the toe higher up)
-    rx = _F32(0.72) + _F32(0.16) * p["width"]
-    cx, ry = _F32(0.5) - rx * _F32(0.4) + _F32(0.05) * r[..., 0], (H - sole) * (_F32(0.75) + _F32(0.15) * r[..., 5])
-    up = np.maximum(_ellipse(u, v, cx, H - sole, rx, ry), v - H)
-    up = np.minimum(up, _box(u, v, _F32(0.0), H - sole * _F32(0.5), _F32(0.5), sole * _F32(0.5)))  # sole
-    # heel: height of the heel counter at the back
-    hc_top = H * _F32(0.3) * (_F32(1.0) - p["heel"])
-    heel = _box(u, v, _F32(0.4), (hc_top + H) * _F32(0.5), _F32(0.1), (H - hc_top) * _F32(0.5))
-    d = np.maximum(np.minimum(up, heel), np.maximum(np.abs(u) - _F32(0.5), v - H))
-    # ankle opening dips into the top near the heel
-    ox = _F32(0.15) + _F32(0.1) * r[..., 1]
-    top_at_ox = H - sole - ry * np.sqrt(np.maximum(_F32(1.0) - np.square((ox - cx) / rx), _F32(0.0)))
-    op = _ellipse(u, v, ox, np.minimum(top_at_ox, hc_top), _F32(0.12) + _F32(0.1) * p["neckline"], (_F32(0.05) + _F32(0.15) * p["neckline"]) * H)
+    # upper: under a top line rising straight from the toe (left) to the collar, then level
+    # to the back; width sets the toe's height (bluntness), heel how far the back dips
+    toe_h = H * (_F32(0.15) + _F32(0.3) * p["width"])
+    uc = _F32(0.1) + _F32(0.15) * r[..., 0]
+    # the toe cap is mildly convex: the top rises as t(1.5 - t/2) of the distance t from the toe
+    slope = (H - toe_h) / (uc + _F32(0.5))
+    t = np.clip((u + _F32(0.5)) / (uc + _F32(0.5)), _F32(0.0), _F32(1.0))
+    rise = t * (_F32(1.5) - _F32(0.5) * t)
+    dip = H * _F32(0.25) * (_F32(1.0) - p["heel"]) / (_F32(0.5) - uc)
+    back = np.clip(u - uc, _F32(0.0), _F32(1.0))
+    v_top = (H - toe_h) * (_F32(1.0) - rise) + dip * back
+    d = np.maximum((v_top - v) / np.sqrt(_F32(1.0) + slope * slope), np.maximum(np.abs(u - sole * _F32(0.5)) - _F32(0.5) + sole * _F32(0.5), v - H))
+    d = np.minimum(d, _box(u, v, _F32(0.0), H - sole * _F32(0.5), _F32(0.5), sole * _F32(0.5)))  # the sole runs out to the toe
+    # ankle opening dips into the top at the collar
+    op = _ellipse(u, v, uc + _F32(0.05) * r[..., 1], _F32(0.0), _F32(0.08) + _F32(0.1) * p["neckline"],
+                  (_F32(0.05) + _F32(0.2) * p["neckline"]) * H)
     d = np.maximum(d, -op)
     sole_line = _line(v - (H - sole), _F32(0.015))
     lace = _line(u + v * (_F32(0.6) + _F32(0.6) * r[..., 2]) - _F32(0.05), _F32(0.03), v - H + sole) * r[..., 3]
@@ -304,12 +305,15 @@ def _boot(u, v, p, r, H):
 
 def _bag(u, v, p, r, H):
     au = np.abs(u)
-    handle_h = H * (_F32(0.1) + _F32(0.3) * p["length"]) * _flag(r[..., 0] > _F32(0.2))
+    # a fifth have no handle, a quarter a long thin shoulder strap, the rest a handle
+    strap = r[..., 4] < _F32(0.25)
+    handle_h = H * np.where(strap, _F32(0.3) + _F32(0.2) * p["length"], _F32(0.1) + _F32(0.3) * p["length"])
+    handle_h = handle_h * _flag(r[..., 0] > _F32(0.2))
     taper = _F32(0.25) * p["heel"]
     body = np.maximum(au - _lerp(_F32(0.5) * (_F32(1.0) - taper), _F32(0.5), (v - handle_h) / (H - handle_h)),
                       _between(v, handle_h, H))
-    th = _F32(0.02) + _F32(0.03) * p["sleeve"]
-    hw = _F32(0.12) + _F32(0.25) * p["neckline"]
+    th = np.where(strap, _F32(0.01) + _F32(0.01) * p["sleeve"], _F32(0.02) + _F32(0.03) * p["sleeve"])
+    hw = np.where(strap, _F32(0.3) + _F32(0.15) * p["neckline"], _F32(0.12) + _F32(0.25) * p["neckline"])
     ring = np.abs(_ellipse(u, v, _F32(0.0), handle_h + th, hw, np.maximum(handle_h, _F32(0.01)))) - th
     ring = np.maximum(ring, v - handle_h - th * _F32(2.0))
     d = np.minimum(body, ring + _F32(9.0) * _flag(handle_h <= _F32(0.0)))
@@ -333,7 +337,7 @@ _CLASSES = {
     4: (_garment(_coat), None),
     5: (_sandal, lambda p, r: _F32(0.25) + _F32(0.6) * p["heel"]),
     6: (_garment(_shirt), None),
-    7: (_sneaker, lambda p, r: _F32(0.36) + _F32(0.24) * p["length"]),
+    7: (_sneaker, lambda p, r: _F32(0.42) + _F32(0.2) * p["length"]),
     8: (_bag, lambda p, r: _F32(0.6) + _F32(0.35) * p["width"]),
     9: (_boot, lambda p, r: _F32(0.55) + _F32(0.4) * p["length"]),
 }
