@@ -124,7 +124,7 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     body = np.maximum(body, (sh * au / bw - v) * _F32(0.9))  # sloping shoulders
     # sleeve: from the shoulder, outwards and down by `sleeve_drop` (radians below horizontal)
     sw = (_F32(0.04) + _F32(0.035) * p["sleeve"]) * sleeve_w
-    inset = np.where(sleeve_drop < _F32(1.2), _F32(-0.8), _F32(0.2))  # short sleeves start inside the body
+    inset = np.where(sleeve_drop < _F32(1.2), _F32(-0.5), _F32(0.2))  # short sleeves start inside the body
     ax, ay = bw + sw * inset, sh + sw * _F32(0.6)
     bx = ax + sleeve_len * np.cos(sleeve_drop)
     by = ay + sleeve_len * np.sin(sleeve_drop)
@@ -141,9 +141,9 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
 
 
 def _tshirt(u, v, p, r):
-    bw = _F32(0.2) + _F32(0.07) * p["width"]
-    ln = _F32(0.12) + _F32(0.16) * p["length"]
-    drop = _F32(0.35) + _F32(0.55) * r[..., 2]
+    bw = _F32(0.19) + _F32(0.07) * p["width"]
+    ln = _F32(0.15) + _F32(0.17) * p["length"]
+    drop = _F32(0.3) + _F32(0.5) * r[..., 2]
     tank = _flag(r[..., 9] < _F32(0.2))  # a fifth are sleeveless tops with a wide neck
     d, seam, au, _ = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.9) + _F32(0.2) * p["heel"],
                           sleeve_w=_F32(1.5), no_sleeves=tank, neck=_F32(1.0) + tank)
@@ -153,7 +153,7 @@ def _tshirt(u, v, p, r):
 def _pullover(u, v, p, r):
     bw = _F32(0.16) + _F32(0.08) * p["width"]
     ln = _F32(0.72) + _F32(0.22) * p["length"]
-    drop = _F32(1.3) + _F32(0.15) * r[..., 2]
+    drop = _F32(1.36) + _F32(0.12) * r[..., 2]
     d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.9) + _F32(0.15) * p["heel"])
     rib = _line(v - (_F32(0.93) + _F32(0.03) * r[..., 3]), _F32(0.015)) * r[..., 4]  # waist band
     return d, np.maximum(_F32(0.6) * seam, rib)
@@ -162,7 +162,7 @@ def _pullover(u, v, p, r):
 def _coat(u, v, p, r):
     bw = _F32(0.17) + _F32(0.08) * p["width"]
     ln = _F32(0.72) + _F32(0.25) * p["length"]
-    drop = _F32(1.32) + _F32(0.14) * r[..., 2]
+    drop = _F32(1.38) + _F32(0.12) * r[..., 2]
     d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.92) + _F32(0.2) * p["heel"])
     # front opening (zip or button line) down the middle and lapels running into it
     zip_ = _line(u, _F32(0.018)) * (_F32(0.5) + _F32(0.5) * r[..., 5])
@@ -176,7 +176,7 @@ def _shirt(u, v, p, r):
     bw = _F32(0.17) + _F32(0.08) * p["width"]
     short = r[..., 9] < _F32(0.1)  # a tenth of shirts have short sleeves
     ln = np.where(short, _F32(0.1) + _F32(0.12) * p["length"], _F32(0.68) + _F32(0.27) * p["length"])
-    drop = np.where(short, _F32(0.4) + _F32(0.6) * r[..., 2], _F32(1.3) + _F32(0.15) * r[..., 2])
+    drop = np.where(short, _F32(0.4) + _F32(0.6) * r[..., 2], _F32(1.36) + _F32(0.12) * r[..., 2])
     d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.92) + _F32(0.15) * p["heel"])
     # collar: two small bright-edged triangles at the neck, and a button placket
     cw = _F32(0.06) + _F32(0.07) * p["neckline"]
@@ -237,20 +237,22 @@ def _sandal(u, v, p, r, H):
     post_w = _F32(0.02) + _F32(0.05) * r[..., 1]
     d_heel = _box(u, v, _F32(0.45) - post_w, ground - heel_h * _F32(0.5), post_w, heel_h * _F32(0.5) + sole)
     d = np.minimum(d_sole, d_heel + _F32(9.0) * _flag(heel_h <= _F32(0.05)))
-    # straps: toe strap, instep strap, ankle strap (thin bands rising from the sole)
+    # straps: toe, instep and ankle straps, each an arch (upper half of a ring) standing on the
+    # sole; the ankle strap at the back reaches the top of the frame
     st = _F32(0.012) + _F32(0.025) * p["sleeve"]
     top_v = _F32(0.03) + _F32(0.1) * p["neckline"]
     spread = _F32(0.7) + _F32(0.3) * p["width"]  # how far apart along the foot the straps stand
-    for k, x0 in enumerate((-0.38, -0.1, 0.2)):
+    for k, x0 in enumerate((-0.32, -0.05, 0.22)):
         x0 = _F32(x0) * spread
-        ground_k = ground - heel_h * np.clip((x0 - mid_x) / (seat_x - mid_x), 0.0, 1.0)
-        lean = _F32(0.25) * (r[..., 2 + k] - _F32(0.3))
-        reach = _F32(0.15) + _F32(0.35) * p["length"] * (_F32(0.5) + _F32(0.5) * r[..., 5 + k])
-        x1 = x0 + lean
-        y1 = np.maximum(ground_k - reach, top_v)
-        d = np.minimum(d, _obox(u, v, x0, ground_k, x1, y1, st))
-    d = np.minimum(d, _obox(u, v, _F32(-0.1) + _F32(0.25) * (r[..., 3] - _F32(0.3)), np.maximum(ground - _F32(0.15) - _F32(0.35) * p["length"], top_v),
-                            _F32(0.45), top_v + _F32(0.05) * r[..., 8], st))  # ankle band
+        ground_k = ground - heel_h * np.clip((x0 - mid_x) / (seat_x - mid_x), _F32(0.0), _F32(1.0))
+        rx = _F32(0.07) + _F32(0.07) * r[..., 2 + k]
+        if k < 2:
+            ry = _F32(0.06) + _F32(0.3) * p["length"] * (_F32(0.5) + _F32(0.5) * r[..., 5 + k])
+            ry = np.maximum(np.minimum(ry, ground_k - top_v), _F32(0.02))
+        else:
+            ry = np.maximum(ground_k - top_v, _F32(0.02))
+        ring = np.abs(_ellipse(u, v, x0, ground_k, rx, ry)) - st
+        d = np.minimum(d, np.maximum(ring, v - ground_k))
     return d, _F32(0.0)
 
 
@@ -337,7 +339,7 @@ _CLASSES = {
     4: (_garment(_coat), None),
     5: (_sandal, lambda p, r: _F32(0.25) + _F32(0.6) * p["heel"]),
     6: (_garment(_shirt), None),
-    7: (_sneaker, lambda p, r: _F32(0.42) + _F32(0.2) * p["length"]),
+    7: (_sneaker, lambda p, r: _F32(0.32) + _F32(0.28) * p["length"]),
     8: (_bag, lambda p, r: _F32(0.6) + _F32(0.35) * p["width"]),
     9: (_boot, lambda p, r: _F32(0.55) + _F32(0.4) * p["length"]),
 }
