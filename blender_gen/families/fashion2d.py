@@ -147,25 +147,36 @@ def _tshirt(u, v, p, r):
     tank = _flag(r[..., 9] < _F32(0.2))  # a fifth are sleeveless tops with a wide neck
     d, seam, au, _ = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.9) + _F32(0.2) * p["heel"],
                           sleeve_w=_F32(1.5), no_sleeves=tank, neck=_F32(1.0) + tank)
-    return d, _F32(0.5) * seam
+    return d, np.maximum(_F32(0.5) * seam, _chest_print(u, v, r))
+
+
+def _chest_print(u, v, r):
+    """A graphic on the chest (a darker patch) on some T-shirts and pullovers."""
+    hw = _F32(0.06) + _F32(0.08) * r[..., 11]
+    cy = _F32(0.3) + _F32(0.1) * r[..., 3]
+    patch = np.clip(-_box(u, v, _F32(0.0), cy, hw, hw * _F32(0.8)) * _F32(40.0), _F32(0.0), _F32(1.0))
+    return patch * (_F32(0.7) * _flag(r[..., 8] < _F32(0.35)))
 
 
 def _pullover(u, v, p, r):
-    bw = _F32(0.16) + _F32(0.08) * p["width"]
+    # sweater sleeves splay out from narrow shoulders (an A-shaped outline)
+    bw = _F32(0.15) + _F32(0.07) * p["width"]
     ln = _F32(0.72) + _F32(0.22) * p["length"]
-    drop = _F32(1.36) + _F32(0.12) * r[..., 2]
+    drop = _F32(1.22) + _F32(0.16) * r[..., 2]
     d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.9) + _F32(0.15) * p["heel"])
     rib = _line(v - (_F32(0.93) + _F32(0.03) * r[..., 3]), _F32(0.015)) * r[..., 4]  # waist band
-    return d, np.maximum(_F32(0.6) * seam, rib)
+    return d, np.maximum(np.maximum(_F32(0.6) * seam, rib), _chest_print(u, v, r))
 
 
 def _coat(u, v, p, r):
-    bw = _F32(0.17) + _F32(0.08) * p["width"]
+    # coats: boxy body, sleeves hanging close to it, a high collar (small neck opening)
+    bw = _F32(0.19) + _F32(0.08) * p["width"]
     ln = _F32(0.72) + _F32(0.25) * p["length"]
-    drop = _F32(1.38) + _F32(0.12) * r[..., 2]
-    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.92) + _F32(0.2) * p["heel"])
+    drop = _F32(1.4) + _F32(0.12) * r[..., 2]
+    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.95) + _F32(0.15) * p["heel"],
+                          neck=_F32(0.4) + _F32(0.4) * r[..., 9])
     # front opening (zip or button line) down the middle and lapels running into it
-    zip_ = _line(u, _F32(0.018)) * (_F32(0.5) + _F32(0.5) * r[..., 5])
+    zip_ = _line(u, _F32(0.018)) * (_F32(0.8) + _F32(0.2) * r[..., 5])
     lap_depth = _F32(0.15) + _F32(0.25) * r[..., 6]
     lapel = _line(au - (_F32(0.1) + _F32(0.06) * p["neckline"]) * (_F32(1.0) - v / lap_depth), _F32(0.02), v - lap_depth)
     pocket = _line(v - (_F32(0.6) + _F32(0.1) * r[..., 7]), _F32(0.015), np.abs(au - bw * _F32(0.55)) - bw * _F32(0.3)) * _flag(r[..., 8] > 0.5)
@@ -178,6 +189,9 @@ def _shirt(u, v, p, r):
     ln = np.where(short, _F32(0.1) + _F32(0.12) * p["length"], _F32(0.68) + _F32(0.27) * p["length"])
     drop = np.where(short, _F32(0.4) + _F32(0.6) * r[..., 2], _F32(1.36) + _F32(0.12) * r[..., 2])
     d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.92) + _F32(0.15) * p["heel"])
+    # shirt tails: the hem curves up towards the sides
+    tail = _F32(0.02) + _F32(0.06) * r[..., 3]
+    d = np.maximum(d, v - _F32(1.0) + tail * np.square(au / bw))
     # collar: two small bright-edged triangles at the neck, and a button placket
     cw = _F32(0.06) + _F32(0.07) * p["neckline"]
     collar = _line(au - cw * (_F32(1.0) - v / _F32(0.14)), _F32(0.02), v - _F32(0.14))
@@ -205,8 +219,8 @@ def _dress(u, v, p, r):
     au = np.abs(u)
     top = _F32(0.09) + _F32(0.06) * p["width"] + _F32(0.04) * p["sleeve"]
     waist_v = _F32(0.2) + _F32(0.15) * p["length"] + _F32(0.1) * r[..., 0]
-    waist = top * (_F32(0.75) + _F32(0.3) * r[..., 1])
-    hem = waist + _F32(0.02) + _F32(0.12) * p["heel"]
+    waist = top * (_F32(0.8) + _F32(0.3) * r[..., 1])
+    hem = waist + _F32(0.14) * p["heel"]
     # piecewise linear: top -> waist over [0, waist_v], waist -> hem over [waist_v, 1]
     hw = top + (waist - top) * np.clip(v / waist_v, _F32(0.0), _F32(1.0)) + (hem - waist) * np.clip((v - waist_v) / (_F32(1.0) - waist_v), _F32(0.0), _F32(1.0))
     d = np.maximum(au - hw, _between(v, _F32(0.0), _F32(1.0)))
@@ -339,9 +353,9 @@ _CLASSES = {
     4: (_garment(_coat), None),
     5: (_sandal, lambda p, r: _F32(0.25) + _F32(0.6) * p["heel"]),
     6: (_garment(_shirt), None),
-    7: (_sneaker, lambda p, r: _F32(0.32) + _F32(0.28) * p["length"]),
+    7: (_sneaker, lambda p, r: _F32(0.3) + _F32(0.22) * p["length"]),
     8: (_bag, lambda p, r: _F32(0.6) + _F32(0.35) * p["width"]),
-    9: (_boot, lambda p, r: _F32(0.55) + _F32(0.4) * p["length"]),
+    9: (_boot, lambda p, r: _F32(0.6) + _F32(0.35) * p["length"]),
 }
 _SHAPE_PARAMS = ("width", "length", "sleeve", "neckline", "heel")
 
