@@ -192,12 +192,12 @@ def _pullover(u, v, p, r):
 
 
 def _coat(u, v, p, r):
-    # the pullover's outlines with, on most, a high collar (small neck opening) and lapels
+    # the pullover's outlines, a neck opening from small (high collar) to wide, and lapels
     bw = _F32(0.16) + _F32(0.09) * p["width"]
     ln = _F32(0.72) + _F32(0.25) * p["length"]
     drop = _F32(1.26) + _F32(0.24) * r[..., 2]
     d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.88) + _F32(0.24) * p["heel"],
-                          neck=_F32(0.4) + _F32(0.6) * r[..., 9])
+                          neck=_F32(0.7) + _F32(0.6) * r[..., 9])
     lap_depth = _F32(0.15) + _F32(0.25) * r[..., 6]
     lapel = _line(au - (_F32(0.1) + _F32(0.06) * p["neckline"]) * (_F32(1.0) - v / lap_depth), _F32(0.02), v - lap_depth)
     return d, np.maximum(np.maximum(_F32(0.6) * seam, lapel * r[..., 4]), _front(4, u, v, au, bw, p, r))
