@@ -44,7 +44,8 @@ class PolicyCfg:
 class ModelCfg:
     name: str = "cnn"
     width: int = 32
-    dropout: float = 0.1
+    dropout: float = 0.3
+    hidden: int = 128
 
 
 @dataclass

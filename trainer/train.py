@@ -114,7 +114,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
         image_shape = tuple(cfg.scene.image_shape)
         in_ch = image_shape[2] if len(image_shape) == 3 else 1
         model = build(cfg.model.name, in_channels=in_ch, num_classes=num_classes,
-                      width=cfg.model.width, dropout=cfg.model.dropout).to(device)
+                      width=cfg.model.width, dropout=cfg.model.dropout, hidden=cfg.model.hidden).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         total_steps = max(1, math.ceil(cfg.budget.samples / tc.batch_size) + 8)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total_steps, pct_start=0.15)
