@@ -38,7 +38,7 @@ def drive(policy, requests, learnable=True, seed=0):
 @pytest.mark.parametrize("name,requests,options", [
     ("bandit", 120, {}),
     ("match", 60, {}),
-    ("ppo", 400, {"params": ["slant", "label"], "rollout": 8, "floor": 0.25}),
+    ("ppo", 400, {"params": ["slant", "label"], "rollout": 8, "floor": 0.25, "window": 2}),
 ])
 def test_policy_moves_toward_the_rewarded_region(name, requests, options):
     policy = drive(policies.make(name, SPACE, 8, {**CTX, **options}, seed=1), requests)

@@ -24,9 +24,9 @@ class BanditArgs:
     """rate of the fast moving average of a bin's loss (per request that contains the bin)"""
     slow: float = 0.03
     """rate of the slow moving average"""
-    temperature: float = 0.5
+    temperature: float = 1.0
     """Boltzmann temperature on progress normalised by its mean magnitude across bins"""
-    floor: float = 0.25
+    floor: float = 0.5
     """probability mass spread uniformly over bins (exploration floor)"""
     warmup_requests: int = 8
     """requests observed before the bandit departs from uniform"""

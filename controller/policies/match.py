@@ -22,11 +22,11 @@ from controller.policies import Policy, RegionStats, args_from, timed, with_floo
 
 @dataclass
 class MatchArgs:
-    rate: float = 0.1
+    rate: float = 0.05
     """moving-average rate of a bin's mean feature distance"""
-    temperature: float = 0.3
+    temperature: float = 1.0
     """Boltzmann temperature on distances normalised by their spread across bins"""
-    floor: float = 0.25
+    floor: float = 0.5
     """probability mass spread uniformly over bins (exploration floor)"""
     warmup_requests: int = 8
     """requests observed before departing from uniform"""

@@ -25,7 +25,7 @@ from controller.policies import Policy, RegionStats, args_from, timed, with_floo
 
 @dataclass
 class PPOArgs:
-    window: int = 2
+    window: int = 4
     """requests generated from one sub-policy before the next decision"""
     rollout: int = 16
     """decisions with rewards collected per PPO update"""
@@ -41,7 +41,7 @@ class PPOArgs:
     """value-loss weight"""
     hidden: int = 64
     """controller MLP width"""
-    floor: float = 0.7
+    floor: float = 0.85
     """share of each request's probability spread uniformly over bins (exploration floor); high,
     because a sub-policy puts its remaining mass on one bin of every parameter at once"""
     fast: float = 0.3
