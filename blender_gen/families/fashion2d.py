@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from blender_gen import rng
+from blender_gen.families import batch_labels
 
 NAME = "fashion2d"
 IMAGE_SHAPE = (28, 28)
@@ -418,11 +419,8 @@ def _col(params: dict, name: str, idx=None) -> np.ndarray:
 
 def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Render a batch: params name -> array [B], seeds uint64 [B] -> (uint8 [B,28,28], int64 [B])."""
-    seeds = np.asarray(seeds, dtype=np.uint64).reshape(-1)
+    seeds, label = batch_labels(params, seeds, NUM_CLASSES)
     B = seeds.shape[0]
-    label = np.asarray(params["label"], dtype=np.int64)
-    if label.shape != (B,) or np.any((label < 0) | (label >= NUM_CLASSES)):
-        raise ValueError(f"label must be an int array of shape ({B},) in [0, {NUM_CLASSES - 1}]")
     if B == 0:
         return np.zeros((0,) + IMAGE_SHAPE, np.uint8), label.copy()
 
