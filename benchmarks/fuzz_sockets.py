@@ -20,12 +20,8 @@ component's ``RejectCounter`` (the worker's is local to ``serve``, so it is read
 own warning carries, via a logging filter that also keeps 100k warnings off the terminal).
 Resident memory is the process's VmRSS (all components share this process).
 
-    python benchmarks/fuzz_sockets.py [--messages 100000] [--requests 4] [--seed 0] [--no-credit-race-workaround]
+    python benchmarks/fuzz_sockets.py [--messages 100000] [--requests 4] [--seed 0]
 
-The end-to-end check needs more requests than the worker's 2 credits, so it meets a controller bug
-unrelated to the fuzz (a credit is lost when the trainer's 'delivered' overtakes the worker's 'done';
-see benchmarks/soak_2d.py). By default the in-process controller gets soak_2d's monkeypatch for it;
-``--no-credit-race-workaround`` shows the bug (the run stalls after 2 requests and reports "NO").
 """
 
 from __future__ import annotations
@@ -248,14 +244,8 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=100_000, help="malformed messages per socket")
     ap.add_argument("--requests", type=int, default=4, help="real requests (256 samples) end to end afterwards")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--credit-race-workaround", action=argparse.BooleanOptionalAction, default=True)
     args = ap.parse_args()
 
-    if args.credit_race_workaround:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import soak_2d
-
-        soak_2d.patch_credit_race()
     logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     wlog = logging.getLogger("otfgen.worker")
     wlog.setLevel(logging.WARNING)
@@ -299,8 +289,7 @@ def main() -> None:
     _recv_kind(fake, "credit", 20)
     rss["ready"] = rss_kib()
     print(f"controller {endpoint}, stream PULL {stream.pull_endpoint}, fake controller {fake_ep}; "
-          f"{args.messages:,} malformed messages per socket; credit-race workaround "
-          f"{'ON' if args.credit_race_workaround else 'off'}")
+          f"{args.messages:,} malformed messages per socket")
 
     floods = {}
     with ctx.socket(zmq.DEALER) as d:

@@ -8,14 +8,8 @@ as a consumer that only reads data would). Budget = requests × 256 samples.
 VmRSS of each process is read from /proc/<pid>/status at intervals; growth is measured from the end
 of the warm-up (the first 10% of requests) to the end, per process. Goal: < 5%.
 
-    python benchmarks/soak_2d.py [--requests 10000] [--family mnist2d] [--points 20] [--no-credit-race-workaround]
+    python benchmarks/soak_2d.py [--requests 10000] [--family mnist2d] [--points 20]
 
-Known bug this works around by default (controller/server.py, ``_on_delivered`` / ``_on_done``): when the
-trainer's ``delivered`` for a request reaches the controller before the worker's ``done`` (the ROUTER
-fair-queues the two peers, so this happens often), ``_on_delivered`` has already removed the id from
-``w.open`` and ``_on_done`` returns no credit. With 2 credits the single worker is starved after two
-such races and the run stalls with nothing open. The workaround is a monkeypatch applied inside the
-controller subprocess only (no source file changes); ``--no-credit-race-workaround`` shows the stall.
 """
 
 from __future__ import annotations
@@ -34,36 +28,6 @@ from trainer.stream import Stream
 REQUEST_SIZE = 256
 
 
-def patch_credit_race() -> None:
-    """Return the credit of a request whose 'delivered' overtook its 'done' (see the module docstring)."""
-    from controller.server import Controller
-
-    on_delivered, on_done = Controller._on_delivered, Controller._on_done
-
-    def _on_delivered(self, ident, msg):
-        req = self.open.get(msg["id"])
-        w = self.workers.get(req.worker) if req is not None else None
-        if w is not None and req.id in w.open and req.rendered_at is None:  # 'done' not heard yet
-            self.__dict__.setdefault("_done_pending", {})[req.id] = req.worker
-        on_delivered(self, ident, msg)
-
-    def _on_done(self, ident, msg):
-        pending = self.__dict__.get("_done_pending", {})
-        if pending.get(msg["id"]) == ident and ident in self.workers:
-            del pending[msg["id"]]
-            self.workers[ident].credits += 1
-            self.workers[ident].rendered += 1
-            self.consecutive_failures = 0
-            return
-        on_done(self, ident, msg)
-
-    Controller._on_delivered, Controller._on_done = _on_delivered, _on_done
-
-
-_PATCHED_CONTROLLER = ("import sys; sys.path.insert(0, {here!r}); import soak_2d; soak_2d.patch_credit_race(); "
-                       "from controller.server import main; main()")
-
-
 def rss_kib(pid: int | str = "self") -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -79,8 +43,6 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=10_000)
     ap.add_argument("--family", default="mnist2d")
     ap.add_argument("--points", type=int, default=20, help="memory samples over the run")
-    ap.add_argument("--credit-race-workaround", action=argparse.BooleanOptionalAction, default=True,
-                    help="patch the controller's lost-credit race in its process (default: on)")
     args = ap.parse_args()
 
     samples = args.requests * REQUEST_SIZE
@@ -88,9 +50,7 @@ def main() -> None:
     ready = run_dir / "endpoints.json"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     logs = {name: open(run_dir / f"{name}.log", "w") for name in ("controller", "worker")}
-    launch = (["-c", _PATCHED_CONTROLLER.format(here=str(Path(__file__).resolve().parent))]
-              if args.credit_race_workaround else ["-m", "controller.server"])
-    ctrl = subprocess.Popen([sys.executable, *launch, f"scene={args.family}",
+    ctrl = subprocess.Popen([sys.executable, "-m", "controller.server", f"scene={args.family}",
                              f"budget.samples={samples}", f"controller.request_size={REQUEST_SIZE}",
                              f"run_dir={run_dir}", f"--ready={ready}"],
                             env=env, stdout=logs["controller"], stderr=subprocess.STDOUT)
@@ -106,7 +66,7 @@ def main() -> None:
                                             "id=soak-w"], env=env, stdout=logs["worker"], stderr=subprocess.STDOUT)
         stream = Stream(endpoint, batch_size=REQUEST_SIZE, samples=samples, data_timeout_s=60)
         print(f"soak: {args.requests:,} requests × {REQUEST_SIZE} samples of {args.family} through one worker; "
-              f"run dir {run_dir}; credit-race workaround {'ON' if args.credit_race_workaround else 'off'}")
+              f"run dir {run_dir}")
         pids = {"worker": procs["worker"].pid, "controller": ctrl.pid, "consumer": "self"}
         every = max(1, args.requests // args.points)
         warm = max(1, args.requests // 10)

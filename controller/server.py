@@ -53,7 +53,8 @@ class Request:
 class WorkerState:
     name: str
     credits: int = 0
-    open: set = field(default_factory=set)
+    rendering: set = field(default_factory=set)  # sent, no done/failed yet: each holds one credit
+    open: set = field(default_factory=set)  # sent, not yet delivered to the trainer: re-issued if it dies
     last_seen: float = 0.0
     welcomed: bool = False
     rendered: int = 0
@@ -70,6 +71,18 @@ def scene_space(cfg: RunConfig) -> ParamSpace:
     if unknown or missing:
         raise config_mod.ConfigError(f"scene.params for '{cfg.scene.name}': unknown {sorted(unknown)}, "
                                      f"missing {sorted(missing)}; declared: {sorted(declared.params)}")
+    for p in space:
+        d = declared[p.name]
+        if p.kind != d.kind:
+            raise config_mod.ConfigError(f"scene.params.{p.name}.kind: '{p.kind}', the family declares '{d.kind}'")
+        if p.kind == "choice":
+            extra = set(p.choices) - set(d.choices)
+            if extra:
+                raise config_mod.ConfigError(f"scene.params.{p.name}.choices: {sorted(extra)} not among {list(d.choices)}")
+        elif p.low < d.low or p.high > d.high:
+            # overrides may narrow a range, not widen it past what the family was built for
+            raise config_mod.ConfigError(f"scene.params.{p.name}: [{p.low}, {p.high}] outside the family's "
+                                         f"declared range [{d.low}, {d.high}]")
     if fam.LABEL_PARAM not in space.params:
         raise config_mod.ConfigError(f"scene '{cfg.scene.name}' has no label parameter '{fam.LABEL_PARAM}'")
     return space
@@ -222,9 +235,11 @@ class Controller:
     def _on_done(self, ident: bytes, msg) -> None:
         w = self.workers.get(ident)
         req = self.open.get(msg["id"])
-        if w is not None and msg["id"] in w.open:
-            # the credit comes back now; the request stays in w.open until the trainer has it, so a
-            # worker that dies with the batch still in its send queue gets it re-issued
+        if w is not None and msg["id"] in w.rendering:
+            # the credit comes back now (the trainer's "delivered" may even have come first); the
+            # request stays in w.open until the trainer has it, so a worker that dies with the
+            # batch still in its send queue gets it re-issued
+            w.rendering.discard(msg["id"])
             w.credits += 1
             w.rendered += 1
         if req is not None and req.worker == ident:
@@ -234,7 +249,8 @@ class Controller:
     def _on_failed(self, ident: bytes, msg) -> None:
         w = self.workers.get(ident)
         req = self.open.pop(msg["id"], None)
-        if w is not None and msg["id"] in w.open:
+        if w is not None and msg["id"] in w.rendering:
+            w.rendering.discard(msg["id"])
             w.open.discard(msg["id"])
             w.credits += 1
         if req is not None:
@@ -250,6 +266,7 @@ class Controller:
             if rid in self.open:
                 self.reissue.append(rid)
         w.open.clear()
+        w.rendering.clear()
 
     def _check_liveness(self, now: float) -> None:
         dead_after = self.cfg.controller.dead_after_s
@@ -310,6 +327,7 @@ class Controller:
         w.credits -= 1
         if ok:
             w.open.add(req.id)
+            w.rendering.add(req.id)
         else:
             self.reissue.appendleft(req.id)
 
@@ -336,7 +354,7 @@ class Controller:
         self.delivered += 1
         self.delivered_samples += len(req.seeds)
         self.awaiting_losses[req.id] = (req.action, req.params)
-        while len(self.awaiting_losses) > 4096:  # a trainer that never reports losses costs bounded memory
+        while len(self.awaiting_losses) > 256:  # a trainer that never reports losses costs bounded memory
             self.awaiting_losses.pop(next(iter(self.awaiting_losses)))
 
     def _on_losses(self, ident: bytes, msg) -> None:

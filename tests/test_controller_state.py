@@ -1,0 +1,47 @@
+"""Controller bookkeeping without sockets: credits and re-issue under message reorderings."""
+
+import numpy as np
+import pytest
+
+from controller.config import ConfigError, compose
+from controller.server import Controller, Request, WorkerState, scene_space
+
+
+class Msg(dict):
+    arrays: dict = {}
+
+
+@pytest.fixture
+def ctrl(tmp_path):
+    cfg = compose(["budget.samples=1024"])
+    cfg.run_dir = str(tmp_path)
+    c = Controller(cfg, tmp_path)
+    c.workers[b"w"] = WorkerState("w", credits=0, welcomed=True)
+    params, seeds = c.space.sample({}, 1, 4)
+    for rid in (0, 1):
+        c.open[rid] = Request(rid, 1, {}, params, seeds, step=rid, worker=b"w")
+        c.workers[b"w"].open.add(rid)
+        c.workers[b"w"].rendering.add(rid)
+    return c
+
+
+@pytest.mark.parametrize("order", [("done", "delivered"), ("delivered", "done")])
+def test_credit_returns_whatever_arrives_first(ctrl, order):
+    for kind in order:
+        getattr(ctrl, f"_on_{kind}")(b"w", Msg(id=0, ms=1.0, samples=4))
+    w = ctrl.workers[b"w"]
+    assert w.credits == 1 and 0 not in w.open and 0 not in w.rendering and 0 not in ctrl.open
+
+
+def test_dead_worker_requeues_rendered_but_undelivered(ctrl):
+    ctrl._on_done(b"w", Msg(id=0, ms=1.0))  # rendered, still in the worker's send queue
+    ctrl.workers[b"w"].last_seen = -1e9
+    ctrl._check_liveness(now=0.0)
+    assert sorted(ctrl.reissue) == [0, 1] and b"w" not in ctrl.workers
+
+
+def test_overrides_may_narrow_but_not_widen_a_range(tmp_path):
+    cfg = compose(["scene.params.slant.low=0.0"])
+    scene_space(cfg)
+    with pytest.raises(ConfigError, match="slant"):
+        scene_space(compose(["scene.params.slant.low=-9"]))
