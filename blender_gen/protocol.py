@@ -92,7 +92,8 @@ def encode(kind: str, fields: Mapping[str, Any] | None = None,
     _check_fields(kind, fields, set(arrays))  # the sender fails loudly on what a receiver would reject
     descs, bufs = [], []
     for name, a in arrays.items():
-        a = np.ascontiguousarray(a)
+        a = np.asarray(a)
+        a = a if a.flags.c_contiguous else np.ascontiguousarray(a)  # (ascontiguousarray makes 0-d 1-d)
         a = a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))  # dtype.name drops the byte order
         dname = _NAME_OF.get(a.dtype)
         if dname is None:

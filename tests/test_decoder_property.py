@@ -167,8 +167,6 @@ def test_round_trip_random_arrays(named, rid):
         np.testing.assert_array_equal(got, a)  # NaNs compare equal here, and -0.0 == 0.0 (bytes checked above)
 
 
-@pytest.mark.xfail(strict=True, reason="protocol.encode: np.ascontiguousarray turns a 0-d array into shape (1,), "
-                   "so the header says [1]; test_protocol's round trip misses it (assert_array_equal broadcasts)")
 def test_zero_d_array_keeps_its_shape():
     frames = protocol.encode("heartbeat", {}, {"scalar": np.array(3.5)})
     assert protocol.decode([bytes(memoryview(f)) for f in frames]).arrays["scalar"].shape == ()
