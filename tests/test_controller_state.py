@@ -45,3 +45,18 @@ def test_overrides_may_narrow_but_not_widen_a_range(tmp_path):
     scene_space(cfg)
     with pytest.raises(ConfigError, match="slant"):
         scene_space(compose(["scene.params.slant.low=-9"]))
+
+
+def test_endpoint_in_use_is_a_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    import zmq
+
+    with zmq.Context.instance().socket(zmq.PULL) as squatter:
+        port = squatter.bind_to_random_port("tcp://127.0.0.1")
+        p = subprocess.run([sys.executable, "-m", "controller.server", f"controller.bind=tcp://127.0.0.1:{port}",
+                            f"run_dir={tmp_path}", "budget.samples=256"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    assert f"controller.bind: cannot bind tcp://127.0.0.1:{port}" in p.stderr
+    assert "Traceback" not in p.stderr
