@@ -4,8 +4,9 @@ Frame 0 is a UTF-8 JSON object: ``{"v": 1, "kind": ..., <kind's fields>, "arrays
 "dtype", "shape"}, ...]}``; frame i+1 holds array i's bytes, C order, sent zero-copy. Decoding
 trusts nothing: it checks the version, the kind, each field's type, the dtype whitelist, that
 shape × itemsize equals the frame's length, and size limits, and raises ``ProtocolError``
-(with a short ``reason`` for counters) on anything else. No pickle, no eval: a data service
-must not execute what it receives (cf. pyzmq's examples/serialization, minus ``send_pyobj``).
+(with a short ``reason`` for counters) on anything else. Only JSON and raw arrays are ever
+decoded: a data service must not execute what it receives (cf. pyzmq's examples/serialization,
+without its object-serialising ``send_pyobj``).
 """
 
 from __future__ import annotations

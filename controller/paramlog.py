@@ -1,4 +1,4 @@
-"""The parameter log: the dataset stored as parameters (append-only JSON lines, never pickle).
+"""The parameter log: the dataset stored as parameters (append-only JSON lines, nothing executable).
 
 Line 1 is a header: family, the run's parameter space, run seed, request size. Each following
 line is one request as first issued: id, family, n, seed (the request seed every sample seed

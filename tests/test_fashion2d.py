@@ -48,36 +48,6 @@ def test_output_dtype_shape_and_labels():
     np.testing.assert_array_equal(labels, params["label"])
 
 
-def test_same_params_and_seeds_give_identical_bytes():
-    params, seeds = sample(64, seed=3)
-    a, _ = fam.render(params, seeds)
-    b, _ = fam.render({k: v.copy() for k, v in params.items()}, seeds.copy())
-    assert a.tobytes() == b.tobytes()
-
-
-def test_sample_alone_equals_sample_in_batch():
-    params, seeds = sample(64, seed=5)
-    batch, _ = fam.render(params, seeds)
-    alone, _ = fam.render({k: v[17:18] for k, v in params.items()}, seeds[17:18])
-    assert alone[0].tobytes() == batch[17].tobytes()
-    rev, _ = fam.render({k: v[::-1].copy() for k, v in params.items()}, seeds[::-1].copy())
-    assert rev[64 - 1 - 17].tobytes() == batch[17].tobytes()
-
-
-def test_different_seeds_give_different_images():
-    params, seeds = sample(8)
-    a, _ = fam.render(params, seeds)
-    b, _ = fam.render(params, seeds + np.uint64(1))
-    assert all(a[i].tobytes() != b[i].tobytes() for i in range(8))
-
-
-def test_no_global_rng_use():
-    np.random.seed(0)
-    state = np.random.get_state()[1].copy()
-    fam.render(*sample(4))
-    assert np.array_equal(np.random.get_state()[1], state)
-
-
 @pytest.mark.parametrize("name", [p.name for p in space if p.name != "label"])
 def test_every_parameter_changes_the_image(name):
     p = space[name]

@@ -1,0 +1,82 @@
+"""The scene-family contract, checked for every family in blender_gen/families/.
+
+Each family: module constants match its YAML header; render returns uint8 images of IMAGE_SHAPE
+and int64 labels equal to the label parameter; the same (params, seeds) give the same bytes;
+sample 17 is the same alone or inside any batch; seeds matter; no global RNG is touched.
+Family-specific checks (every parameter changes the image, what the images look like) stay in
+tests/test_<family>.py.
+"""
+
+import numpy as np
+import pytest
+import yaml
+
+from blender_gen import families
+from blender_gen.families import CONFIG_DIR
+
+NAMES = families.available()
+
+
+@pytest.fixture(params=NAMES)
+def fam(request):
+    return families.load(request.param), families.default_space(request.param)
+
+
+def sample(space, n, seed=0):
+    return space.sample(None, seed, n)
+
+
+def test_module_matches_yaml_header(fam):
+    mod, space = fam
+    with open(CONFIG_DIR / "scene" / f"{mod.NAME}.yaml") as f:
+        cfg = yaml.safe_load(f)
+    assert mod.NAME == cfg["name"]
+    assert mod.IMAGE_SHAPE == tuple(cfg["image_shape"])
+    assert mod.NUM_CLASSES == cfg["num_classes"]
+    assert mod.LABEL_PARAM == cfg["label_param"]
+    label = space[mod.LABEL_PARAM]
+    assert label.kind == "int" and (label.low, label.high) == (0, mod.NUM_CLASSES - 1)
+
+
+def test_output_dtype_shape_and_labels(fam):
+    mod, space = fam
+    params, seeds = sample(space, 64)
+    images, labels = mod.render(params, seeds)
+    assert images.dtype == np.uint8 and images.shape == (64, *mod.IMAGE_SHAPE)
+    assert labels.dtype == np.int64 and labels.shape == (64,)
+    np.testing.assert_array_equal(labels, params[mod.LABEL_PARAM])
+
+
+def test_same_params_and_seeds_give_identical_bytes(fam):
+    mod, space = fam
+    params, seeds = sample(space, 64, seed=3)
+    a, _ = mod.render(params, seeds)
+    b, _ = mod.render({k: v.copy() for k, v in params.items()}, seeds.copy())
+    assert a.tobytes() == b.tobytes()
+
+
+def test_sample_alone_equals_sample_in_batch(fam):
+    mod, space = fam
+    params, seeds = sample(space, 64, seed=5)
+    batch, _ = mod.render(params, seeds)
+    alone, _ = mod.render({k: v[17:18] for k, v in params.items()}, seeds[17:18])
+    assert alone[0].tobytes() == batch[17].tobytes()
+    # and inside a different batch composition
+    rev, _ = mod.render({k: v[::-1].copy() for k, v in params.items()}, seeds[::-1].copy())
+    assert rev[64 - 1 - 17].tobytes() == batch[17].tobytes()
+
+
+def test_different_seeds_give_different_images(fam):
+    mod, space = fam
+    params, seeds = sample(space, 8)
+    a, _ = mod.render(params, seeds)
+    b, _ = mod.render(params, seeds + np.uint64(1))
+    assert all(a[i].tobytes() != b[i].tobytes() for i in range(8))
+
+
+def test_no_global_rng_use(fam):
+    mod, space = fam
+    np.random.seed(0)
+    state = np.random.get_state()[1].copy()
+    mod.render(*sample(space, 4))
+    assert np.array_equal(np.random.get_state()[1], state)
