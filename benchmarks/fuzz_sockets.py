@@ -284,7 +284,7 @@ def main() -> None:
     fwt.start()
     space_map = families.default_space(FAMILY).to_mapping()
     wid, _ = _recv_kind(fake, "hello", 20)
-    fake.send_multipart([wid, *protocol.encode("welcome", {"family": FAMILY, "space": space_map,
+    fake.send_multipart([wid, *protocol.encode("welcome", {"family": FAMILY, "space": space_map, "render": {},
                                                            "push": stream.pull_endpoint, "heartbeat_s": 1.0})])
     _recv_kind(fake, "credit", 20)
     rss["ready"] = rss_kib()

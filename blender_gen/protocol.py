@@ -45,7 +45,7 @@ SCHEMA: dict[str, tuple[dict[str, tuple], frozenset[str]]] = {
     "failed": ({"id": _INT, "error": _STR}, frozenset()),
     "heartbeat": ({}, frozenset()),
     # controller -> worker
-    "welcome": ({"family": _STR, "space": _DICT, "push": _STR, "heartbeat_s": _NUM}, frozenset()),
+    "welcome": ({"family": _STR, "space": _DICT, "render": _DICT, "push": _STR, "heartbeat_s": _NUM}, frozenset()),
     "request": ({"id": _INT, "family": _STR, "n": _INT, "param_names": _LIST}, frozenset({"seeds", "params"})),
     "stop": ({"reason": _STR}, frozenset()),
     # worker -> trainer

@@ -58,7 +58,9 @@ def serve(controller: str, worker_id: str | None = None, credits: int = 2,
         if welcome is None:
             log.error("worker %s: no welcome from controller %s within %.0f s", worker_id, controller, silent_after_s)
             return 3
-        renderer = Renderer(families.load(welcome["family"]), ParamSpace.from_mapping(welcome["space"]))
+        family = families.load(welcome["family"])
+        _configure(family, dict(welcome["render"]))
+        renderer = Renderer(family, ParamSpace.from_mapping(welcome["space"]))
         heartbeat_s = float(welcome["heartbeat_s"])
         log.info("worker %s: family %s, pushing to %s", worker_id, welcome["family"], welcome["push"])
         with ctx.socket(zmq.PUSH) as push:
@@ -67,6 +69,24 @@ def serve(controller: str, worker_id: str | None = None, credits: int = 2,
             push.connect(welcome["push"])
             dealer.send_multipart(protocol.encode("credit", {"n": credits}))
             return _loop(worker_id, dealer, push, renderer, heartbeat_s, silent_after_s, rejects)
+
+
+class RenderSetupError(RuntimeError):
+    """The family cannot render here as configured (no bpy, missing GPU, bad render option)."""
+
+
+def _configure(family: ModuleType, options: dict) -> None:
+    """Hand the run's render options to the family; Blender families build their scene here, so
+    a missing bpy or GPU is reported at start-up, not on the first request."""
+    configure = getattr(family, "configure", None)
+    if configure is None:
+        if options:
+            raise RenderSetupError(f"scene family '{family.NAME}' takes no render options, got {sorted(options)}")
+        return
+    try:
+        configure(options)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise RenderSetupError(f"scene family '{family.NAME}': {e}") from e
 
 
 def _await_welcome(dealer: zmq.Socket, rejects: protocol.RejectCounter, timeout_s: float):
@@ -156,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = serve(args["controller"], args.get("id"), int(args.get("credits", 2)),
                      float(args.get("silent_after_s", 30)))
-    except (families.UnknownFamily, SpaceError) as e:
+    except (families.UnknownFamily, SpaceError, RenderSetupError) as e:
         log.error("%s", e)
         code = 2
     except KeyboardInterrupt:

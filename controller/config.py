@@ -31,6 +31,9 @@ class SceneCfg:
     num_classes: int = 10
     label_param: str = "label"
     params: Dict[str, ParamCfg] = field(default_factory=dict)
+    # how the family renders, not per sample (Blender families: device, samples, grid …); sent to
+    # every worker in its welcome, so remote workers render like local ones
+    render: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -54,6 +57,8 @@ class LauncherCfg:
     max_restarts: int = 3
     start_timeout_s: float = 60.0
     progress: bool = True
+    # a Blender executable to run workers under (its bundled Python) instead of this Python's bpy
+    blender: Optional[str] = None
 
 
 @dataclass
@@ -97,6 +102,7 @@ class TrainerCfg:
 @dataclass
 class RunConfig:
     seed: int = 0
+    workers: Optional[int] = None  # shorthand for launcher.workers (`otfgen scene=digits3d workers=4`)
     run_dir: Optional[str] = None  # the launcher sets Hydra's output dir; else outputs/<date>/<time>
     scene: SceneCfg = field(default_factory=SceneCfg)
     policy: PolicyCfg = field(default_factory=PolicyCfg)
@@ -120,7 +126,13 @@ def register() -> None:
 def from_hydra(cfg) -> RunConfig:
     """DictConfig -> RunConfig (validated against the schema once, here)."""
     merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
-    return OmegaConf.to_object(merged)
+    return _resolve_aliases(OmegaConf.to_object(merged))
+
+
+def _resolve_aliases(cfg: "RunConfig") -> "RunConfig":
+    if cfg.workers is not None:
+        cfg.launcher.workers, cfg.workers = cfg.workers, None
+    return cfg
 
 
 def save(cfg: RunConfig, path: str | Path) -> None:

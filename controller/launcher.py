@@ -79,8 +79,8 @@ class LocalCluster:
             time.sleep(0.05)
         self.endpoint = json.loads(ready.read_text())["controller"]
         for i in range(self.cfg.launcher.workers):
-            self._spawn(Child(f"worker-{i}", [py, "-m", "blender_gen.worker", f"controller={self.endpoint}",
-                                              f"id=w{i}", f"credits={self.cfg.controller.credits}"]))
+            args = [f"controller={self.endpoint}", f"id=w{i}", f"credits={self.cfg.controller.credits}"]
+            self._spawn(Child(f"worker-{i}", worker_argv(self.cfg.launcher.blender, args)))
         return self.endpoint
 
     def start_trainer(self) -> None:
@@ -133,6 +133,9 @@ class LocalCluster:
                 if code is None:
                     alive += 1
                     continue
+                if code == 2:  # the worker's "cannot run as configured" (its log says why): no retry helps
+                    log.error("%s cannot start as configured (exit 2, see its error above); stopping", child.name)
+                    return 1
                 if child.restarts >= self.cfg.launcher.max_restarts:
                     child.given_up = True
                     log.error("%s exited (%s) and has died %d times; giving up on it", child.name,
@@ -189,12 +192,22 @@ def _describe(code: int) -> str:
     return f"exit code {code}"
 
 
+def worker_argv(blender: str | None, args: list[str]) -> list[str]:
+    """A worker's command line: this Python, or a Blender executable's bundled Python."""
+    if not blender:
+        return [sys.executable, "-m", "blender_gen.worker", *args]
+    entry = Path(__file__).resolve().parents[1] / "blender_gen" / "blender" / "entry.py"
+    return [blender, "--background", "--factory-startup", "--python-exit-code", "2", "--python", str(entry),
+            "--", *args]
+
+
 def check(cfg: RunConfig) -> None:
     """Start-up checks of what would otherwise fail late inside a child process."""
     from controller.server import scene_space
     from trainer.data import BUILTIN
 
     scene_space(cfg)
+    _check_backend(cfg)
     for key in ("val_data", "real_data"):
         path = getattr(cfg.trainer, key)
         if path not in (None, BUILTIN) and not Path(path).expanduser().exists():
@@ -215,6 +228,28 @@ def check(cfg: RunConfig) -> None:
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 1:
             raise config_mod.ConfigError(f"{key} must be >= 1")
+
+
+def _check_backend(cfg: RunConfig) -> None:
+    """A Blender family needs bpy here, or a Blender executable to run its workers under."""
+    import importlib.util
+    import shutil
+
+    from blender_gen import families
+
+    family = families.load(cfg.scene.name)
+    if not getattr(family, "NEEDS_BLENDER", False):
+        if cfg.scene.render:
+            raise config_mod.ConfigError(f"scene.render: family '{cfg.scene.name}' takes no render options")
+        return
+    blender = cfg.launcher.blender
+    if blender:
+        if shutil.which(blender) is None:
+            raise config_mod.ConfigError(f"launcher.blender: '{blender}' is not an executable")
+    elif importlib.util.find_spec("bpy") is None:
+        raise config_mod.ConfigError(
+            f"scene '{cfg.scene.name}' renders with Blender but bpy is not installed in {sys.executable}: "
+            "`pip install 'otfgen[blender]'` (Python 3.11), or set launcher.blender=/path/to/blender")
 
 
 def _hydra_main() -> int:

@@ -221,7 +221,7 @@ class Controller:
         for ident, w in self.workers.items():
             if not w.welcomed:
                 w.welcomed = self._send(ident, "welcome", {
-                    "family": self.cfg.scene.name, "space": self.space.to_mapping(),
+                    "family": self.cfg.scene.name, "space": self.space.to_mapping(), "render": dict(self.cfg.scene.render),
                     "push": self.trainer_pull, "heartbeat_s": self.cfg.controller.heartbeat_s})
 
     def _on_credit(self, ident: bytes, msg) -> None:

@@ -2,7 +2,9 @@
 
 Each family: module constants match its YAML header; render returns uint8 images of IMAGE_SHAPE
 and int64 labels equal to the label parameter; the same (params, seeds) give the same bytes;
-sample 17 is the same alone or inside any batch; seeds matter; no global RNG is touched.
+sample 17 is the same alone or inside any batch (Blender families, whose path-tracing noise
+depends on the cell a sample lands in, declare PER_SAMPLE_PURE = False: there sample 17 alone must
+differ from itself in a batch by render noise only); seeds matter; no global RNG is touched.
 Family-specific checks (every parameter changes the image, what the images look like) stay in
 tests/test_<family>.py.
 """
@@ -17,7 +19,12 @@ from blender_gen.families import CONFIG_DIR
 NAMES = families.available()
 
 
-@pytest.fixture(params=NAMES)
+def _param(name):
+    mod = families.load(name)
+    return pytest.param(name, marks=[pytest.mark.blender] if getattr(mod, "NEEDS_BLENDER", False) else [])
+
+
+@pytest.fixture(params=[_param(n) for n in NAMES])
 def fam(request):
     return families.load(request.param), families.default_space(request.param)
 
@@ -60,10 +67,17 @@ def test_sample_alone_equals_sample_in_batch(fam):
     params, seeds = sample(space, 64, seed=5)
     batch, _ = mod.render(params, seeds)
     alone, _ = mod.render({k: v[17:18] for k, v in params.items()}, seeds[17:18])
-    assert alone[0].tobytes() == batch[17].tobytes()
     # and inside a different batch composition
     rev, _ = mod.render({k: v[::-1].copy() for k, v in params.items()}, seeds[::-1].copy())
-    assert rev[64 - 1 - 17].tobytes() == batch[17].tobytes()
+    if getattr(mod, "PER_SAMPLE_PURE", True):
+        assert alone[0].tobytes() == batch[17].tobytes()
+        assert rev[64 - 1 - 17].tobytes() == batch[17].tobytes()
+    else:
+        other = batch[18].astype(float)
+        for img in (alone[0], rev[64 - 1 - 17]):
+            d_same = np.abs(img.astype(float) - batch[17]).mean()
+            assert d_same < 6.0, d_same  # render noise only (grey levels, mean absolute)
+            assert d_same < 0.5 * np.abs(img.astype(float) - other).mean()
 
 
 def test_different_seeds_give_different_images(fam):

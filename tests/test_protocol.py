@@ -225,7 +225,7 @@ def test_missing_required_field():
     ("done", {"id": 1, "ms": True}),
     ("done", {"id": 1, "ms": "3"}),
     ("hello", {"worker": 5, "pid": 1}),
-    ("welcome", {"family": "f", "space": [], "push": "p", "heartbeat_s": 1}),
+    ("welcome", {"family": "f", "space": [], "render": {}, "push": "p", "heartbeat_s": 1}),
     ("metrics", {"metrics": "acc=1"}),
 ])
 def test_wrong_field_type(kind, fields):

@@ -1,0 +1,141 @@
+"""Cycles set-up, device choice and in-memory read-back of the rendered frame.
+
+Read-back: Blender does not expose a finished render's pixels to Python in background mode
+(``Render Result`` has no pixel buffer there and the compositor's Viewer node is skipped
+headless). The render engine itself does see them: ``RenderEngine.get_result()`` returns the
+frame's RenderResult right after the engine has drawn it. ``install_capture`` wraps the Cycles
+engine's ``render`` once per process so that, after each frame, the Combined pass is copied with
+``foreach_get`` into a float32 numpy buffer. No file is written at any point.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from blender_gen.blender import BlenderDeviceError, require_bpy
+
+log = logging.getLogger("otfgen.blender")
+
+DEVICES = ("auto", "optix", "cuda", "cpu")
+_captured: dict[str, np.ndarray] = {}
+_installed = False
+
+
+def install_capture() -> None:
+    """Wrap the Cycles engine so every frame's Combined pass lands in ``_captured['rgba']``."""
+    global _installed
+    if _installed:
+        return
+    bpy = require_bpy()
+    import cycles  # Blender's bundled add-on; registered when bpy is imported
+
+    engine_cls = cycles.CyclesRender
+    original = engine_cls.render
+
+    def render_and_capture(self, depsgraph):
+        original(self, depsgraph)
+        result = self.get_result()
+        if result is None or not result.layers:
+            return
+        combined = result.layers[0].passes.get("Combined")
+        if combined is None:
+            return
+        buf = np.empty(len(combined.rect) * 4, np.float32)
+        combined.rect.foreach_get(buf)
+        _captured["rgba"] = buf
+
+    engine_cls.render = render_and_capture
+    _installed = True
+    del bpy
+
+
+def render_frame(scene) -> np.ndarray:
+    """Render ``scene`` with its engine; float32 [H, W, 4] linear RGBA, row 0 at the top."""
+    bpy = require_bpy()
+    _captured.pop("rgba", None)
+    bpy.ops.render.render(write_still=False)
+    buf = _captured.pop("rgba", None)
+    h, w = scene.render.resolution_y, scene.render.resolution_x
+    if buf is None or buf.size != h * w * 4:
+        raise RuntimeError(f"Cycles produced no frame of {w}x{h} (got {None if buf is None else buf.size} values)")
+    return buf.reshape(h, w, 4)[::-1]
+
+
+def use_device(scene, device: str = "auto") -> str:
+    """Point Cycles at ``device`` (auto: OptiX, then CUDA, then CPU); returns what it got.
+
+    An explicit GPU that is not there is an error, never a silent fallback to the CPU.
+    """
+    bpy = require_bpy()
+    device = device.lower()
+    if device not in DEVICES:
+        raise BlenderDeviceError(f"render device must be one of {DEVICES}, got '{device}'")
+    scene.render.engine = "CYCLES"
+    if device == "cpu":
+        scene.cycles.device = "CPU"
+        return "cpu"
+    prefs = bpy.context.preferences.addons["cycles"].preferences
+    wanted = ["OPTIX", "CUDA"] if device == "auto" else [device.upper()]
+    for kind in wanted:
+        try:
+            prefs.compute_device_type = kind
+        except TypeError:  # this Blender build has no such backend
+            continue
+        prefs.refresh_devices()
+        gpus = [d for d in prefs.devices if d.type == kind]
+        if gpus:
+            for d in prefs.devices:
+                d.use = d.type == kind
+            scene.cycles.device = "GPU"
+            names = ", ".join(d.name for d in gpus)
+            return f"{kind.lower()} ({names})"
+    if device != "auto":
+        raise BlenderDeviceError(f"render device '{device}' requested but Cycles finds no {device.upper()} "
+                                 "device on this machine; use device=auto or device=cpu")
+    scene.cycles.device = "CPU"
+    return "cpu"
+
+
+def configure(scene, *, samples: int, width: int, height: int, threads: int = 0, seed: int = 0,
+              max_bounces: int = 2, denoise: bool = False) -> None:
+    """Cycles settings for many tiny independent images in one frame: few bounces, no adaptivity."""
+    r, c = scene.render, scene.cycles
+    r.resolution_x, r.resolution_y, r.resolution_percentage = width, height, 100
+    r.film_transparent = False
+    r.use_persistent_data = True  # keep the synced scene between frames; only changes are re-synced
+    r.threads_mode = "FIXED" if threads else "AUTO"
+    if threads:
+        r.threads = threads
+    r.use_compositing = False
+    r.use_sequencer = False
+    r.dither_intensity = 0.0
+    c.samples = samples
+    c.use_adaptive_sampling = False
+    c.use_denoising = denoise
+    c.seed = seed
+    c.use_animated_seed = False
+    c.max_bounces = max_bounces
+    c.diffuse_bounces = min(1, max_bounces)
+    c.glossy_bounces = min(1, max_bounces)
+    c.transmission_bounces = 0
+    c.volume_bounces = 0
+    c.transparent_max_bounces = 0
+    c.caustics_reflective = c.caustics_refractive = False
+    c.pixel_filter_type = "BOX"  # a sample's pixels never see a neighbouring cell
+    c.filter_width = 1.0
+    scene.view_settings.view_transform = "Standard"
+
+
+class Timer:
+    """Seconds spent per stage, for the benchmark's 'where the time goes' line."""
+
+    def __init__(self):
+        self.t: dict[str, float] = {}
+
+    def add(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.t[name] = self.t.get(name, 0.0) + now - since
+        return now

@@ -1,0 +1,103 @@
+"""A frame of independent cells: one sample per cell, one Cycles render per batch.
+
+Tiny frames are dominated by per-render overhead (scene sync, kernel launch, read-back), so a
+Blender family lays ``rows × cols`` sub-scenes out on a plane, looks at them with one
+orthographic camera from above, renders once and crops. Cells are one unit apart and each
+cell's content stays inside its unit square as seen from the camera. Each cell has its own sun
+whose light and shadow linking are restricted to the cell's collection, so a cell is lit only by
+its own light and shadowed only by its own objects; families render with no indirect bounces
+between cells unless they say otherwise. Cycles allows 64 light-linking sets per scene, so a
+frame holds at most 63 cells. Blender rows run bottom-up; ``cycles.render_frame``
+returns row 0 at the top, and cell (r, c) covers pixel rows r*px … (r+1)*px − 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from blender_gen.blender import require_bpy
+
+
+MAX_CELLS = 63  # Cycles allows 64 light-linking sets per scene, one of them the default set
+
+
+class Grid:
+    def __init__(self, rows: int, cols: int, cell_px: int, name: str = "otfgen"):
+        if not (1 <= rows * cols <= MAX_CELLS) or cell_px < 4:
+            raise ValueError(f"a render grid holds 1..{MAX_CELLS} cells (one light-linking set each) of >= 4 px; "
+                             f"got {rows}x{cols} cells of {cell_px} px")
+        bpy = require_bpy()
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        self.bpy = bpy
+        self.scene = bpy.context.scene
+        self.scene.name = name
+        self.rows, self.cols, self.px = rows, cols, cell_px
+        cam_data = bpy.data.cameras.new(f"{name}-camera")
+        cam_data.type = "ORTHO"
+        cam_data.ortho_scale = float(max(rows, cols))
+        cam_data.sensor_fit = "AUTO"
+        cam_data.clip_start, cam_data.clip_end = 0.1, 100.0
+        cam = bpy.data.objects.new(f"{name}-camera", cam_data)
+        cam.location = (cols / 2.0, -rows / 2.0, 20.0)  # looking straight down (-z)
+        self.scene.collection.objects.link(cam)
+        self.scene.camera = cam
+        world = bpy.data.worlds.new(f"{name}-world")
+        world.use_nodes = True
+        world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.0
+        self.scene.world = world
+        self.cells = [self._new_cell(i) for i in range(rows * cols)]
+
+    @property
+    def capacity(self) -> int:
+        return self.rows * self.cols
+
+    def centre(self, i: int) -> tuple[float, float]:
+        r, c = divmod(i, self.cols)
+        return c + 0.5, -(r + 0.5)
+
+    def _new_cell(self, i: int) -> dict:
+        bpy = self.bpy
+        coll = bpy.data.collections.new(f"cell{i:04d}")
+        self.scene.collection.children.link(coll)
+        sun = bpy.data.lights.new(f"sun{i:04d}", "SUN")
+        sun.angle = math.radians(5.0)
+        sun_obj = bpy.data.objects.new(f"sun{i:04d}", sun)
+        self.scene.collection.objects.link(sun_obj)  # the light itself lives outside the cell
+        sun_obj.light_linking.receiver_collection = coll
+        sun_obj.light_linking.blocker_collection = coll
+        return {"collection": coll, "sun": sun_obj}
+
+    def crop(self, frame: np.ndarray, n: int) -> np.ndarray:
+        """[H, W, C] frame -> [n, px, px, C] cells in row-major order."""
+        p = self.px
+        cells = frame.reshape(self.rows, p, self.cols, p, -1).transpose(0, 2, 1, 3, 4)
+        return cells.reshape(self.rows * self.cols, p, p, -1)[:n]
+
+
+def sun_rotation(azimuth_deg: np.ndarray, elevation_deg: np.ndarray) -> np.ndarray:
+    """Euler XYZ (radians) pointing a sun from (azimuth, elevation) at the cell: [B, 3]."""
+    # a sun shines along its local -z; tilt it away from vertical by (90° - elevation), then turn
+    tilt = np.deg2rad(90.0 - np.asarray(elevation_deg, np.float64))
+    az = np.deg2rad(np.asarray(azimuth_deg, np.float64))
+    return np.stack([tilt, np.zeros_like(tilt), az], -1)
+
+
+def light_colour(warmth: np.ndarray) -> np.ndarray:
+    """-1 cool blue … 0 white … +1 warm orange, as linear RGB [B, 3]."""
+    w = np.asarray(warmth, np.float64)[:, None]
+    warm = np.array([1.0, 0.72, 0.42])
+    cool = np.array([0.62, 0.78, 1.0])
+    return np.where(w >= 0, 1 + w * (warm - 1), 1 - w * (cool - 1))
+
+
+def set_attr_inputs(node_tree, names: list[str]) -> dict:
+    """Attribute nodes reading per-object custom properties (one shared material for all cells)."""
+    out = {}
+    for n in names:
+        a = node_tree.nodes.new("ShaderNodeAttribute")
+        a.attribute_type = "OBJECT"
+        a.attribute_name = n
+        out[n] = a
+    return out

@@ -1,0 +1,288 @@
+"""digits3d: the ten digits as 3D tubes rendered with Blender Cycles, 28×28 grayscale.
+
+Each digit is a stroke skeleton of mnist2d (same classes and style variants) jittered, slanted
+and swept into a tube (a bevelled curve) of a given radius, posed in 3D, with a physically
+based material, standing over a procedural background (4D noise between two grey levels), lit
+by one sun of chosen direction, strength and colour. The camera looks straight down; camera
+distance is the digit's apparent size. Blur and sensor noise are applied after the render.
+
+Many samples per render: the frame is a grid of cells (``blender_gen.blender.grid``), one
+digit per cell, each lit only by its own sun, rendered with direct light only so that cells do
+not see each other. The scene is built once per process; a request only writes parameters
+into existing data-blocks (curve points, transforms, custom properties) and renders.
+
+Determinism: the same (params, seeds) arrays give the same bytes on the same render device
+(Cycles' noise pattern is seeded per pixel, so a sample's path-tracing noise depends on the cell
+it lands in; its geometry, materials, lights, blur and sensor noise depend only on its own
+parameters and seed). ``otfgen replay`` re-renders whole requests, so runs replay exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+
+from blender_gen import rng
+from blender_gen.families import batch_labels
+from blender_gen.families.mnist2d import SKELETONS
+
+NAME = "digits3d"
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+LABEL_PARAM = "label"
+PER_SAMPLE_PURE = False  # see "Determinism" above
+NEEDS_BLENDER = True
+
+log = logging.getLogger("otfgen.digits3d")
+
+# render options (the scene YAML's `render:` block, sent by the controller in the welcome)
+OPTIONS = {"device": "auto", "samples": 4, "rows": 7, "cols": 9, "cell_px": IMAGE_SHAPE[0], "threads": 0}
+
+_PER_SEG = 6  # curve points per skeleton segment (Catmull-Rom)
+_ENTRIES = [(d, sk) for d in range(NUM_CLASSES) for sk in SKELETONS[d]]
+_FIRST = np.searchsorted([d for d, _ in _ENTRIES], np.arange(NUM_CLASSES))
+_COUNT = np.bincount([d for d, _ in _ENTRIES], minlength=NUM_CLASSES)
+_C = max(len(sk[0]) for _, sk in _ENTRIES)
+
+
+def _catmull_rom(p: np.ndarray, closed: bool, per_seg: int = _PER_SEG) -> np.ndarray:
+    """Dense points [M, 2] along a uniform Catmull-Rom spline through control points p [m, 2]."""
+    if closed:
+        ext = np.concatenate([p[-1:], p, p[:2]])
+        n_seg = len(p)
+    else:
+        ext = np.concatenate([2 * p[:1] - p[1:2], p, 2 * p[-1:] - p[-2:-1]])
+        n_seg = len(p) - 1
+    t = np.linspace(0.0, 1.0, per_seg, endpoint=False)[:, None]
+    out = []
+    for s in range(n_seg):
+        q0, q1, q2, q3 = ext[s], ext[s + 1], ext[s + 2], ext[s + 3]
+        out.append(0.5 * (2 * q1 + (-q0 + q2) * t + (2 * q0 - 5 * q1 + 4 * q2 - q3) * t ** 2
+                          + (-q0 + 3 * q1 - 3 * q2 + q3) * t ** 3))
+    out.append((ext[1] if closed else ext[-2])[None])
+    return np.concatenate(out)
+
+
+def strokes(params: dict, seeds: np.ndarray) -> list[list[np.ndarray]]:
+    """Per sample: a list of strokes, each [M, 2] in the digit's plane (x right, y up), digit
+    height 1 centred at 0, after style variant, jitter, slant and aspect."""
+    B = len(seeds)
+    label = np.asarray(params["label"], np.int64)
+    variant = np.clip(np.asarray(params["variant"], np.float64), 0.0, 1.0 - 1e-9)
+    tpl = _FIRST[label] + np.minimum((variant * _COUNT[label]).astype(np.int64), _COUNT[label] - 1)
+    jit = rng.normal(seeds, "jitter", 2 * _C).reshape(B, _C, 2).astype(np.float64)
+    out = []
+    for b in range(B):
+        cps, strokes_ = _ENTRIES[tpl[b]][1]
+        c = np.asarray(cps, np.float64) + float(params["jitter"][b]) * jit[b, : len(cps)]
+        c[:, 1] = -c[:, 1]  # skeletons are y-down
+        c -= (c.min(0) + c.max(0)) / 2
+        c /= max(np.ptp(c[:, 1]), 1e-3)
+        c[:, 0] *= float(params["aspect"][b])
+        c[:, 0] += float(params["slant"][b]) * c[:, 1]
+        out.append([_catmull_rom(c[idx], closed) for idx, closed in strokes_])
+    return out
+
+
+class _Scene:
+    """The Blender scene of one process: a grid of cells, each a tube over a background plane."""
+
+    def __init__(self, options: dict):
+        from blender_gen.blender import cycles, grid
+
+        self.opts = dict(options)
+        rows, cols = int(self.opts["rows"]), int(self.opts["cols"])
+        self.grid = grid.Grid(rows, cols, int(self.opts["cell_px"]), name=NAME)
+        bpy, scene = self.grid.bpy, self.grid.scene
+        self.device = cycles.use_device(scene, str(self.opts["device"]))
+        cycles.configure(scene, samples=int(self.opts["samples"]), width=cols * self.grid.px, height=rows * self.grid.px,
+                         threads=int(self.opts["threads"]), max_bounces=0)
+        cycles.install_capture()
+        log.info("digits3d: Cycles on %s, %dx%d cells of %d px, %d samples/px", self.device, rows, cols,
+                 self.grid.px, int(self.opts["samples"]))
+        self.digit_mat = self._digit_material(bpy)
+        self.bg_mat = self._background_material(bpy)
+        plane = bpy.data.meshes.new("cell-plane")
+        plane.from_pydata([(-.5, -.5, 0), (.5, -.5, 0), (.5, .5, 0), (-.5, .5, 0)], [], [(0, 1, 2, 3)])
+        plane.materials.append(self.bg_mat)
+        self.digits, self.planes = [], []
+        for i, cell in enumerate(self.grid.cells):
+            x, y = self.grid.centre(i)
+            bg = bpy.data.objects.new(f"bg{i:04d}", plane)
+            bg.location = (x, y, 0.0)
+            cell["collection"].objects.link(bg)
+            cu = bpy.data.curves.new(f"digit{i:04d}", "CURVE")
+            cu.dimensions = "3D"
+            cu.bevel_mode = "ROUND"
+            cu.bevel_resolution = 2
+            cu.resolution_u = 1
+            cu.use_fill_caps = True
+            cu.materials.append(self.digit_mat)
+            ob = bpy.data.objects.new(f"digit{i:04d}", cu)
+            ob.location = (x, y, 0.3)
+            cell["collection"].objects.link(ob)
+            self.digits.append(ob)
+            self.planes.append(bg)
+
+    @staticmethod
+    def _digit_material(bpy):
+        m = bpy.data.materials.new("digit")
+        m.use_nodes = True
+        nt = m.node_tree
+        bsdf = nt.nodes["Principled BSDF"]
+        info = nt.nodes.new("ShaderNodeObjectInfo")
+        nt.links.new(info.outputs["Color"], bsdf.inputs["Base Color"])
+        rough = nt.nodes.new("ShaderNodeAttribute")
+        rough.attribute_type, rough.attribute_name = "OBJECT", "roughness"
+        nt.links.new(rough.outputs["Fac"], bsdf.inputs["Roughness"])
+        return m
+
+    @staticmethod
+    def _background_material(bpy):
+        m = bpy.data.materials.new("background")
+        m.use_nodes = True
+        nt = m.node_tree
+        bsdf = nt.nodes["Principled BSDF"]
+        bsdf.inputs["Roughness"].default_value = 1.0
+        attr = {}
+        for name in ("bg_lo", "bg_hi", "bg_scale", "bg_w"):
+            a = nt.nodes.new("ShaderNodeAttribute")
+            a.attribute_type, a.attribute_name = "OBJECT", name
+            attr[name] = a
+        noise = nt.nodes.new("ShaderNodeTexNoise")
+        noise.noise_dimensions = "4D"
+        noise.inputs["Detail"].default_value = 3.0
+        nt.links.new(attr["bg_scale"].outputs["Fac"], noise.inputs["Scale"])
+        nt.links.new(attr["bg_w"].outputs["Fac"], noise.inputs["W"])
+        mix = nt.nodes.new("ShaderNodeMix")
+        mix.data_type = "FLOAT"
+        nt.links.new(noise.outputs["Fac"], mix.inputs["Factor"])
+        nt.links.new(attr["bg_lo"].outputs["Fac"], mix.inputs["A"])
+        nt.links.new(attr["bg_hi"].outputs["Fac"], mix.inputs["B"])
+        nt.links.new(mix.outputs["Result"], bsdf.inputs["Base Color"])
+        return m
+
+    def render(self, params: dict, seeds: np.ndarray) -> np.ndarray:
+        from blender_gen.blender import cycles, grid
+
+        out = np.empty((len(seeds),) + IMAGE_SHAPE, np.uint8)
+        cap = self.grid.capacity
+        for s in range(0, len(seeds), cap):
+            sl = slice(s, min(s + cap, len(seeds)))
+            chunk = {k: np.asarray(v)[sl] for k, v in params.items()}
+            out[sl] = self._render_chunk(chunk, seeds[sl])
+        return out
+
+    def _render_chunk(self, p: dict, seeds: np.ndarray) -> np.ndarray:
+        from blender_gen.blender import cycles, grid
+
+        n = len(seeds)
+        f = {k: np.asarray(v, np.float64) for k, v in p.items()}
+        paths = strokes(p, seeds)
+        u = rng.uniform(seeds, "digits3d:scene", 4).astype(np.float64)
+        sun_rot = grid.sun_rotation(360.0 * u[:, 0], f["light_elevation"])
+        sun_rgb = grid.light_colour(f["light_warmth"])
+        hsv_h = f["hue"]
+        for i in range(self.grid.capacity):
+            ob, bg, sun = self.digits[i], self.planes[i], self.grid.cells[i]["sun"]
+            if i >= n:  # unused cell: a fixed empty state, so a short batch renders deterministically
+                ob.scale = (0.0, 0.0, 0.0)
+                bg["bg_lo"] = bg["bg_hi"] = 0.0
+                sun.data.energy = 0.0
+                bg.update_tag()
+                continue
+            cu = ob.data
+            cu.splines.clear()
+            for pts in paths[i]:
+                sp = cu.splines.new("POLY")
+                sp.points.add(len(pts) - 1)
+                co = np.zeros((len(pts), 4), np.float64)
+                co[:, :2], co[:, 3] = pts, 1.0
+                sp.points.foreach_set("co", co.ravel())
+                sp.use_cyclic_u = False
+            size = 0.72 / f["distance"][i]
+            cu.bevel_depth = f["thickness"][i] / 2.0
+            ob.scale = (size, size, size)
+            ob.rotation_euler = (math.radians(f["pitch"][i]), math.radians(f["roll"][i]), math.radians(-f["yaw"][i]))
+            v = f["brightness"][i]
+            sat = f["saturation"][i]
+            ob.color = (*_hsv_to_rgb(hsv_h[i], sat, v), 1.0)
+            ob["roughness"] = f["roughness"][i]
+            lo = f["bg_level"][i]
+            bg["bg_lo"], bg["bg_hi"] = lo * (1 - f["bg_contrast"][i]), lo
+            bg["bg_scale"] = f["bg_scale"][i]
+            bg["bg_w"] = 100.0 * u[i, 1]
+            sun.rotation_euler = tuple(sun_rot[i])
+            sun.data.energy = f["light_strength"][i]
+            sun.data.color = tuple(sun_rgb[i])
+            ob.update_tag()  # custom properties are not seen by the depsgraph (and Cycles) otherwise
+            bg.update_tag()
+        frame = cycles.render_frame(self.grid.scene)
+        cells = self.grid.crop(frame, n)[..., :3].astype(np.float64)
+        gray = cells @ np.array([0.2126, 0.7152, 0.0722])  # linear luminance
+        return _post(gray, f, seeds)
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
+    import colorsys
+
+    return colorsys.hsv_to_rgb(h % 1.0, s, v)
+
+
+def _post(gray: np.ndarray, f: dict, seeds: np.ndarray) -> np.ndarray:
+    """Linear luminance [n, H, W] -> display values with camera blur and sensor noise -> uint8."""
+    n, H, W = gray.shape
+    img = np.clip(gray, 0.0, 1.0) ** (1 / 2.2)
+    sigma = f["blur"][:n]
+    if np.any(sigma > 0):
+        x = np.arange(-3, 4, dtype=np.float64)
+        k = np.exp(-0.5 * (x[None] / np.maximum(sigma[:, None], 1e-6)) ** 2)
+        k[sigma <= 0] = (x == 0)
+        k /= k.sum(1, keepdims=True)
+        pad = np.pad(img, ((0, 0), (3, 3), (3, 3)), mode="edge")
+        rows = sum(k[:, j, None, None] * pad[:, j: j + H, :] for j in range(7))
+        img = sum(k[:, j, None, None] * rows[:, :, j: j + W] for j in range(7))
+    noise = rng.normal(seeds, "digits3d:sensor", H * W).reshape(n, H, W).astype(np.float64)
+    img = img + f["noise"][:n, None, None] * noise
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+
+
+_scene: _Scene | None = None
+
+
+def configure(options: dict) -> None:
+    """Set render options (device, samples, rows, cols, cell_px, threads) and build the scene now,
+    so that a missing bpy or GPU is reported at start-up."""
+    global _scene
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown render options {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    opts = {**OPTIONS, **options}
+    for key in ("samples", "rows", "cols", "cell_px", "threads"):
+        if not isinstance(opts[key], int) or opts[key] < (0 if key == "threads" else 1):
+            raise ValueError(f"render option {key} must be a positive integer, got {opts[key]!r}")
+    if opts["cell_px"] != IMAGE_SHAPE[0]:
+        raise ValueError(f"render option cell_px must be {IMAGE_SHAPE[0]} (the family's image size)")
+    OPTIONS.update(opts)
+    if _scene is None or _scene.opts != OPTIONS:
+        _scene = _build()
+
+
+def _build() -> "_Scene":
+    t0 = time.perf_counter()
+    scene = _Scene(OPTIONS)
+    log.info("digits3d: scene built in %.2f s", time.perf_counter() - t0)
+    return scene
+
+
+def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    global _scene
+    seeds, label = batch_labels(params, seeds, NUM_CLASSES)
+    if len(seeds) == 0:
+        return np.zeros((0,) + IMAGE_SHAPE, np.uint8), label.copy()
+    if _scene is None:
+        _scene = _build()
+    return _scene.render(params, seeds), label.copy()
