@@ -27,6 +27,8 @@ def regenerate(run_dir: str | Path) -> Iterator[tuple[int, np.ndarray, np.ndarra
     run_dir = Path(run_dir)
     header, records = paramlog.read(run_dir / "params.jsonl")
     family = families.load(header["family"])
+    if hasattr(family, "configure"):  # Blender families: the run's device, samples and grid
+        family.configure(dict(header.get("render", {})))
     space = ParamSpace.from_mapping(header["space"])
     by_id = {r["id"]: r for r in records}
     stream = run_dir / "stream.jsonl"

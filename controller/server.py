@@ -125,7 +125,8 @@ class Controller:
         ctx = zmq.Context.instance()
         plog = ParamLog(self.run_dir / "params.jsonl", {
             "family": cfg.scene.name, "space": self.space.to_mapping(), "run_seed": cfg.seed,
-            "request_size": cfg.controller.request_size, "policy": cfg.policy.name})
+            "request_size": cfg.controller.request_size, "policy": cfg.policy.name,
+            "render": dict(cfg.scene.render)})
         metrics = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
         with ctx.socket(zmq.ROUTER) as router:
             router.setsockopt(zmq.LINGER, 0)

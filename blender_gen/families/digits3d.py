@@ -266,14 +266,15 @@ def configure(options: dict) -> None:
             raise ValueError(f"render option {key} must be a positive integer, got {opts[key]!r}")
     if opts["cell_px"] != IMAGE_SHAPE[0]:
         raise ValueError(f"render option cell_px must be {IMAGE_SHAPE[0]} (the family's image size)")
+    if _scene is None or _scene.opts != opts:
+        _scene = None
+        _scene = _build(opts)  # a failure leaves OPTIONS as they were
     OPTIONS.update(opts)
-    if _scene is None or _scene.opts != OPTIONS:
-        _scene = _build()
 
 
-def _build() -> "_Scene":
+def _build(opts: dict) -> "_Scene":
     t0 = time.perf_counter()
-    scene = _Scene(OPTIONS)
+    scene = _Scene(opts)
     log.info("digits3d: scene built in %.2f s", time.perf_counter() - t0)
     return scene
 
@@ -284,5 +285,5 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
     if len(seeds) == 0:
         return np.zeros((0,) + IMAGE_SHAPE, np.uint8), label.copy()
     if _scene is None:
-        _scene = _build()
+        _scene = _build(OPTIONS)
     return _scene.render(params, seeds), label.copy()
