@@ -89,9 +89,17 @@ def _configure(family: ModuleType, options: dict) -> None:
         raise RenderSetupError(f"scene family '{family.NAME}': {e}") from e
 
 
-def _await_welcome(dealer: zmq.Socket, rejects: protocol.RejectCounter, timeout_s: float):
+def _await_welcome(dealer: zmq.Socket, rejects: protocol.RejectCounter, timeout_s: float,
+                   beat_s: float = 0.5):
+    """Wait for the welcome (sent once a trainer has joined, however long that takes) while
+    heartbeating, so the controller keeps this worker; give up only when the controller itself
+    has been silent for ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
+    last_beat = time.monotonic()
     while time.monotonic() < deadline:
+        if time.monotonic() - last_beat >= beat_s:
+            dealer.send_multipart(protocol.encode("heartbeat"))
+            last_beat = time.monotonic()
         if dealer.poll(100):
             try:
                 msg = protocol.decode(dealer.recv_multipart(copy=False))
@@ -103,6 +111,7 @@ def _await_welcome(dealer: zmq.Socket, rejects: protocol.RejectCounter, timeout_
                 return msg
             if msg.kind == "stop":
                 return None
+            deadline = time.monotonic() + timeout_s  # the controller is alive: keep waiting
     return None
 
 

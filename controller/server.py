@@ -151,9 +151,8 @@ class Controller:
                     self._check_liveness(now)
                     self._dispatch(now)
                     if now - last_beat >= cfg.controller.heartbeat_s:
-                        for ident, w in list(self.workers.items()):
-                            if w.welcomed:
-                                self._send(ident, "heartbeat")
+                        for ident in list(self.workers):  # welcomed or still waiting for a trainer
+                            self._send(ident, "heartbeat")
                         last_beat = now
                     if now - last_report >= 5.0:
                         metrics.write(json.dumps(self._metrics()) + "\n")

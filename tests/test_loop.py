@@ -162,3 +162,17 @@ def test_stream_as_a_library_dataset(tmp_path):
     assert x.dtype == torch.float32 and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     y = torch.cat(labels)
     assert y.dtype == torch.int64 and set(y.tolist()) == set(range(10))
+
+
+def test_workers_that_wait_long_for_a_trainer_are_kept_and_welcomed(tmp_path):
+    """A trainer that takes longer to start than controller.dead_after_s (a loaded machine,
+    torch's import) must still find the workers: waiting workers heartbeat, and are heard."""
+    from trainer.stream import Stream
+
+    overrides = [f"run_dir={tmp_path}", "budget.samples=512", "launcher.workers=2", "controller.dead_after_s=1",
+                 *SMALL]
+    stream = Stream.local(overrides, data_timeout_s=30)
+    time.sleep(4.0)  # the workers said hello long before the trainer below joins
+    with stream:
+        n = sum(len(y) for _, y in DataLoader(stream, batch_size=None))
+    assert n == 512

@@ -22,6 +22,7 @@ log = logging.getLogger("otfgen.blender")
 DEVICES = ("auto", "optix", "cuda", "cpu")
 _captured: dict[str, np.ndarray] = {}
 _installed = False
+STATS = {"readback_s": 0.0, "frames": 0}  # read-back time, for benchmarks/bench_blender.py
 
 
 def install_capture() -> None:
@@ -43,9 +44,12 @@ def install_capture() -> None:
         combined = result.layers[0].passes.get("Combined")
         if combined is None:
             return
+        t0 = time.perf_counter()
         buf = np.empty(len(combined.rect) * 4, np.float32)
         combined.rect.foreach_get(buf)
         _captured["rgba"] = buf
+        STATS["readback_s"] += time.perf_counter() - t0
+        STATS["frames"] += 1
 
     engine_cls.render = render_and_capture
     _installed = True

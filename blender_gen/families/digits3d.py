@@ -145,8 +145,9 @@ class _Scene:
         m = bpy.data.materials.new("background")
         m.use_nodes = True
         nt = m.node_tree
-        bsdf = nt.nodes["Principled BSDF"]
-        bsdf.inputs["Roughness"].default_value = 1.0
+        nt.nodes.remove(nt.nodes["Principled BSDF"])
+        bsdf = nt.nodes.new("ShaderNodeBsdfDiffuse")  # matte ground: cheaper than a rough Principled BSDF
+        nt.links.new(bsdf.outputs["BSDF"], nt.nodes["Material Output"].inputs["Surface"])
         attr = {}
         for name in ("bg_lo", "bg_hi", "bg_scale", "bg_w"):
             a = nt.nodes.new("ShaderNodeAttribute")
@@ -162,7 +163,7 @@ class _Scene:
         nt.links.new(noise.outputs["Fac"], mix.inputs["Factor"])
         nt.links.new(attr["bg_lo"].outputs["Fac"], mix.inputs["A"])
         nt.links.new(attr["bg_hi"].outputs["Fac"], mix.inputs["B"])
-        nt.links.new(mix.outputs["Result"], bsdf.inputs["Base Color"])
+        nt.links.new(mix.outputs["Result"], bsdf.inputs["Color"])
         return m
 
     def render(self, params: dict, seeds: np.ndarray) -> np.ndarray:
