@@ -60,7 +60,8 @@ def render_frame(scene) -> np.ndarray:
     """Render ``scene`` with its engine; float32 [H, W, 4] linear RGBA, row 0 at the top."""
     bpy = require_bpy()
     _captured.pop("rgba", None)
-    bpy.ops.render.render(write_still=False)
+    with bpy.context.temp_override(scene=scene):  # each family renders its own scene
+        bpy.ops.render.render(write_still=False, scene=scene.name)
     buf = _captured.pop("rgba", None)
     h, w = scene.render.resolution_y, scene.render.resolution_x
     if buf is None or buf.size != h * w * 4:

@@ -29,10 +29,12 @@ class Grid:
             raise ValueError(f"a render grid holds 1..{MAX_CELLS} cells (one light-linking set each) of >= 4 px; "
                              f"got {rows}x{cols} cells of {cell_px} px")
         bpy = require_bpy()
-        bpy.ops.wm.read_factory_settings(use_empty=True)
         self.bpy = bpy
-        self.scene = bpy.context.scene
-        self.scene.name = name
+        old = bpy.data.scenes.get(name)
+        if old is not None:  # a rebuild (other render options): free the previous one first
+            free_scene(old)
+        # a scene of its own, no factory reset: other families' scenes in this process survive
+        self.scene = bpy.data.scenes.new(name)
         self.rows, self.cols, self.px = rows, cols, cell_px
         cam_data = bpy.data.cameras.new(f"{name}-camera")
         cam_data.type = "ORTHO"
@@ -44,7 +46,8 @@ class Grid:
         self.scene.collection.objects.link(cam)
         self.scene.camera = cam
         world = bpy.data.worlds.new(f"{name}-world")
-        world.use_nodes = True
+        if world.node_tree is None:  # Blender < 5 (5.x worlds always have nodes)
+            world.use_nodes = True
         world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.0
         self.scene.world = world
         self.cells = [self._new_cell(i) for i in range(rows * cols)]
@@ -69,11 +72,37 @@ class Grid:
         sun_obj.light_linking.blocker_collection = coll
         return {"collection": coll, "sun": sun_obj}
 
+    def alive(self) -> bool:
+        """False once someone removed this scene (e.g. a factory reset in the same process)."""
+        try:
+            self.scene.name
+        except ReferenceError:
+            return False
+        return True
+
     def crop(self, frame: np.ndarray, n: int) -> np.ndarray:
         """[H, W, C] frame -> [n, px, px, C] cells in row-major order."""
         p = self.px
         cells = frame.reshape(self.rows, p, self.cols, p, -1).transpose(0, 2, 1, 3, 4)
         return cells.reshape(self.rows * self.cols, p, p, -1)[:n]
+
+
+def free_scene(scene, extra=()) -> None:
+    """Remove a scene with its objects, their data and materials, collections and world."""
+    bpy = require_bpy()
+    ids = {scene, *extra}
+    if scene.world is not None:
+        ids.add(scene.world)
+    for ob in scene.objects:
+        ids.add(ob)
+        if ob.data is not None:
+            ids.add(ob.data)
+    ids.update(scene.collection.children)
+    for block in list(ids):
+        for m in getattr(block, "materials", ()):
+            if m is not None:
+                ids.add(m)
+    bpy.data.batch_remove(ids)
 
 
 def sun_rotation(azimuth_deg: np.ndarray, elevation_deg: np.ndarray) -> np.ndarray:

@@ -49,6 +49,7 @@ import time
 import numpy as np
 
 from blender_gen import rng
+from blender_gen.blender import cycles, grid  # neither imports bpy until used
 from blender_gen.families import batch_labels
 
 NAME = "shapes3d"
@@ -333,72 +334,21 @@ def _environment_material(bpy):
 
 # ----------------------------------------------------------------------------- the scene
 
-def _own_grid(rows: int, cols: int, cell_px: int):
-    """grid.Grid's layout (camera, black world, one light-linked sun per cell) in a new scene of its
-    own, without the factory reset that would delete other families' scenes in this process."""
-    from blender_gen.blender import grid, require_bpy
-
-    class _Grid(grid.Grid):
-        def __init__(self):  # noqa: D401 - same fields as grid.Grid
-            if not (1 <= rows * cols <= grid.MAX_CELLS) or cell_px < 4:
-                raise ValueError(f"a render grid holds 1..{grid.MAX_CELLS} cells (one light-linking set each) "
-                                 f"of >= 4 px; got {rows}x{cols} cells of {cell_px} px")
-            bpy = require_bpy()
-            self.bpy = bpy
-            self.scene = bpy.data.scenes.new(NAME)
-            self.rows, self.cols, self.px = rows, cols, cell_px
-            cam_data = bpy.data.cameras.new(f"{NAME}-camera")
-            cam_data.type = "ORTHO"
-            cam_data.ortho_scale = float(max(rows, cols))
-            cam_data.clip_start, cam_data.clip_end = 0.1, 100.0
-            cam = bpy.data.objects.new(f"{NAME}-camera", cam_data)
-            cam.location = (cols / 2.0, -rows / 2.0, 20.0)
-            self.scene.collection.objects.link(cam)
-            self.scene.camera = cam
-            world = bpy.data.worlds.new(f"{NAME}-world")
-            if world.node_tree is None:  # Blender < 5
-                world.use_nodes = True
-            world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.0
-            self.scene.world = world
-            self.cells = [self._new_cell(i) for i in range(rows * cols)]
-
-    return _Grid()
-
-
-def _free(scene, extra=()) -> None:
-    """Remove a scene with its objects, their data and materials, collections and world."""
-    import bpy
-
-    ids = {scene, *extra}
-    if scene.world is not None:
-        ids.add(scene.world)
-    for ob in scene.objects:
-        ids.add(ob)
-        if ob.data is not None:
-            ids.add(ob.data)
-    ids.update(scene.collection.children)
-    for me in list(ids):
-        for m in getattr(me, "materials", ()):
-            if m is not None:
-                ids.add(m)
-    bpy.data.batch_remove(ids)
-
-
 class _Scene:
     """The Blender scene of one process: a grid of cells, each a pivot holding an object and its
     floor disc, over an environment backdrop."""
 
     def __init__(self, options: dict):
-        from blender_gen.blender import cycles
+        from blender_gen.blender import cycles, grid
 
         self.opts = dict(options)
         rows, cols = int(self.opts["rows"]), int(self.opts["cols"])
-        self.grid = _own_grid(rows, cols, int(self.opts["cell_px"]))
+        self.grid = grid.Grid(rows, cols, int(self.opts["cell_px"]), name=NAME)
         bpy, scene = self.grid.bpy, self.grid.scene
         try:
             self.device = cycles.use_device(scene, str(self.opts["device"]))
         except Exception:
-            _free(scene)
+            grid.free_scene(scene)
             raise
         cycles.configure(scene, samples=int(self.opts["samples"]), width=cols * self.grid.px,
                          height=rows * self.grid.px, threads=int(self.opts["threads"]), max_bounces=0)
@@ -449,7 +399,7 @@ class _Scene:
 
     def remove(self) -> None:
         """Free every data-block of this scene (a rebuild with other options must not leak)."""
-        _free(self.grid.scene, [self.empty_mesh, *self.meshes])
+        grid.free_scene(self.grid.scene, [self.empty_mesh, *self.meshes])
 
     def alive(self) -> bool:
         try:
@@ -557,8 +507,7 @@ class _Scene:
             sun.data.color = tuple(sun_rgb[i])
             for o in (ob, fl, bd):
                 o.update_tag()  # custom properties are not seen by the depsgraph (and Cycles) otherwise
-        with self.grid.bpy.context.temp_override(scene=self.grid.scene):
-            frame = cycles.render_frame(self.grid.scene)
+        frame = cycles.render_frame(self.grid.scene)
         cells = self.grid.crop(frame, n)[..., :3].astype(np.float64)
         return _post(cells, f, seeds)
 
