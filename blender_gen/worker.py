@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import sys
+import threading
 import time
 from types import ModuleType
 
@@ -116,31 +118,17 @@ def _await_welcome(dealer: zmq.Socket, rejects: protocol.RejectCounter, timeout_
 
 
 def _loop(worker_id, dealer, push, renderer, heartbeat_s, silent_after_s, rejects) -> int:
-    last_heard = last_sent = time.monotonic()
-    rendered = 0
+    """Render on this (the main) thread — Blender wants it — while an I/O thread owns both sockets,
+    so heartbeats keep flowing through a render of any length (a long Cycles frame must not
+    look like a dead worker to the controller)."""
+    todo: queue.Queue = queue.Queue()  # decoded requests, or None: stop rendering
+    io = _IO(worker_id, dealer, push, heartbeat_s, silent_after_s, rejects, todo)
+    thread = threading.Thread(target=io.run, name=f"{worker_id}-io", daemon=True)
+    thread.start()
     while True:
-        now = time.monotonic()
-        if now - last_sent >= heartbeat_s:
-            dealer.send_multipart(protocol.encode("heartbeat"))
-            last_sent = now
-        if now - last_heard > silent_after_s:
-            log.error("worker %s: controller silent for %.0f s, exiting", worker_id, silent_after_s)
-            return 3
-        if not dealer.poll(int(heartbeat_s * 1000)):
-            continue
-        last_heard = time.monotonic()
-        try:
-            msg = protocol.decode(dealer.recv_multipart(copy=False))
-        except protocol.ProtocolError as e:
-            rejects.add(e)
-            log.warning("worker %s rejected a message (%d so far): %s", worker_id, rejects.total, e)
-            continue
-        if msg.kind == "stop":
-            log.info("worker %s: stop (%s) after %d requests; rejected %d messages %s",
-                     worker_id, msg["reason"], rendered, rejects.total, dict(rejects))
-            return 0
-        if msg.kind != "request":
-            continue  # heartbeats and anything harmless: being heard is enough
+        msg = todo.get()
+        if msg is None:
+            break
         rid = msg["id"]
         t0 = time.perf_counter()
         try:
@@ -151,17 +139,83 @@ def _loop(worker_id, dealer, push, renderer, heartbeat_s, silent_after_s, reject
             images, labels = renderer.render(params, seeds)
         except (SpaceError, RuntimeError, ValueError) as e:
             log.warning("worker %s: request %d failed: %s", worker_id, rid, e)
-            dealer.send_multipart(protocol.encode("failed", {"id": rid, "error": str(e)[:500]}))
-            last_sent = time.monotonic()
+            io.results.put((rid, None, str(e)[:500]))
             continue
         ms = (time.perf_counter() - t0) * 1000
         pfields, parrays = protocol.pack_params(params)
-        arrays = {"images": images, "labels": labels, "seeds": seeds, **parrays}
-        push.send_multipart(protocol.encode("batch", {"id": rid, "worker": worker_id, "family": msg["family"],
-                                                      "ms": ms, **pfields}, arrays), copy=False)
-        dealer.send_multipart(protocol.encode("done", {"id": rid, "ms": ms}))
-        last_sent = time.monotonic()
-        rendered += 1
+        io.results.put((rid, (msg["family"], ms, pfields, {"images": images, "labels": labels, "seeds": seeds,
+                                                            **parrays}), None))
+    thread.join()
+    return io.code
+
+
+class _IO:
+    """The worker's socket loop: heartbeats, requests in, finished batches out."""
+
+    def __init__(self, worker_id, dealer, push, heartbeat_s, silent_after_s, rejects, todo):
+        self.worker_id, self.dealer, self.push = worker_id, dealer, push
+        self.heartbeat_s, self.silent_after_s, self.rejects, self.todo = heartbeat_s, silent_after_s, rejects, todo
+        self.results: queue.Queue = queue.Queue()
+        self.code = 0
+        self.rendered = 0
+
+    def run(self) -> None:
+        try:
+            self.code = self._run()
+        finally:
+            while True:  # what was queued is not rendered after a stop
+                try:
+                    self.todo.get_nowait()
+                except queue.Empty:
+                    break
+            self.todo.put(None)
+
+    def _send_results(self) -> bool:
+        sent = False
+        while True:
+            try:
+                rid, ok, error = self.results.get_nowait()
+            except queue.Empty:
+                return sent
+            if ok is None:
+                self.dealer.send_multipart(protocol.encode("failed", {"id": rid, "error": error}))
+            else:
+                family, ms, pfields, arrays = ok
+                self.push.send_multipart(protocol.encode("batch", {"id": rid, "worker": self.worker_id, "family": family,
+                                                                   "ms": ms, **pfields}, arrays), copy=False)
+                self.dealer.send_multipart(protocol.encode("done", {"id": rid, "ms": ms}))
+                self.rendered += 1
+            sent = True
+
+    def _run(self) -> int:
+        last_heard = last_sent = time.monotonic()
+        poll_ms = max(5, min(50, int(self.heartbeat_s * 1000)))
+        while True:
+            if self._send_results():
+                last_sent = time.monotonic()
+            now = time.monotonic()
+            if now - last_sent >= self.heartbeat_s:
+                self.dealer.send_multipart(protocol.encode("heartbeat"))
+                last_sent = now
+            if now - last_heard > self.silent_after_s:
+                log.error("worker %s: controller silent for %.0f s, exiting", self.worker_id, self.silent_after_s)
+                return 3
+            if not self.dealer.poll(poll_ms):
+                continue
+            last_heard = time.monotonic()
+            try:
+                msg = protocol.decode(self.dealer.recv_multipart(copy=False))
+            except protocol.ProtocolError as e:
+                self.rejects.add(e)
+                log.warning("worker %s rejected a message (%d so far): %s", self.worker_id, self.rejects.total, e)
+                continue
+            if msg.kind == "stop":
+                log.info("worker %s: stop (%s) after %d requests; rejected %d messages %s", self.worker_id,
+                         msg["reason"], self.rendered, self.rejects.total, dict(self.rejects))
+                return 0
+            if msg.kind == "request":
+                self.todo.put(msg)  # credits bound how many wait here
+            # heartbeats and anything harmless: being heard is enough
 
 
 def _kv_args(argv: list[str]) -> dict[str, str]:

@@ -34,6 +34,9 @@ class SceneCfg:
     # how the family renders, not per sample (Blender families: device, samples, grid …); sent to
     # every worker in its welcome, so remote workers render like local ones
     render: Dict[str, Any] = field(default_factory=dict)
+    # what to validate on when trainer.val_data is not given: a path, "sklearn-digits", or
+    # "stream" (the first trainer.val_stream_samples generated samples, held out from training)
+    val_data: Optional[str] = None
 
 
 @dataclass
@@ -85,7 +88,8 @@ class TrainerCfg:
     weight_decay: float = 1e-4
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 = torch's default
-    val_data: Optional[str] = None  # .npz / IDX path; None = scikit-learn's real 8×8 digits
+    val_data: Optional[str] = None  # .npz / IDX path; None = the scene's val_data, else scikit-learn's real 8×8 digits
+    val_stream_samples: int = 1024  # held out from the stream when validating on "stream"
     val_every: int = 25_000  # samples between validations
     data_timeout_s: float = 60.0
     queue: int = 4  # decoded requests buffered ahead of the training step

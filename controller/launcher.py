@@ -210,7 +210,7 @@ def check(cfg: RunConfig) -> None:
     _check_backend(cfg)
     for key in ("val_data", "real_data"):
         path = getattr(cfg.trainer, key)
-        if path not in (None, BUILTIN) and not Path(path).expanduser().exists():
+        if path not in (None, BUILTIN, "stream") and not Path(path).expanduser().exists():
             raise config_mod.ConfigError(f"trainer.{key}: data path '{path}' does not exist")
     if not 0.0 <= cfg.trainer.reward_split < 1.0:
         raise config_mod.ConfigError("trainer.reward_split must be in [0, 1)")

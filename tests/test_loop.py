@@ -176,3 +176,20 @@ def test_workers_that_wait_long_for_a_trainer_are_kept_and_welcomed(tmp_path):
     with stream:
         n = sum(len(y) for _, y in DataLoader(stream, batch_size=None))
     assert n == 512
+
+
+def test_validation_on_held_out_generated_samples(tmp_path, env):
+    p, run_dir = _run(tmp_path, env, "budget.samples=2048", "trainer.val_every=1024", "trainer.val_data=stream",
+                      "trainer.val_stream_samples=512")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "validation on 512 held-out generated samples" in p.stderr
+    m = [json.loads(line) for line in open(run_dir / "metrics.jsonl") if '"val/acc"' in line]
+    assert m and m[-1]["val/n"] == 512 and m[-1]["train/samples"] == 2048
+
+
+def test_validation_images_of_the_wrong_size_are_a_clear_error(tmp_path, env):
+    bad = tmp_path / "wrong.npz"
+    np.savez(bad, images=np.zeros((10, 32, 32), np.uint8), labels=np.zeros(10, np.uint8))
+    p, _ = _run(tmp_path, env, "budget.samples=512", f"trainer.val_data={bad}", timeout=120)
+    assert p.returncode != 0
+    assert "are 32×32 but scene mnist2d renders 28×28" in p.stderr

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from controller import config as config_mod
 from controller.config import RunConfig
 from trainer import plots
-from trainer.data import DataError, few_per_class, load_dataset
+from trainer.data import BUILTIN, DataError, few_per_class, load_dataset
+
+VAL_STREAM = "stream"
 from trainer.models import build, to_input
 from trainer.stream import Stream, StreamError
 
@@ -74,19 +76,30 @@ def train(cfg: RunConfig, controller: str) -> dict:
         torch.set_num_threads(tc.threads)
     device = pick_device(tc.device)
     torch.manual_seed(cfg.seed)
-    val_x, val_y = load_dataset(tc.val_data)
+    val_src = tc.val_data or cfg.scene.val_data or BUILTIN
+    image_shape = tuple(cfg.scene.image_shape)
+    val_x = val_y = None  # "stream": filled from the first generated samples below
+    if val_src != VAL_STREAM:
+        val_x, val_y = load_dataset(val_src)
+        if val_x.shape[1:] != image_shape:
+            raise DataError(f"validation images from {val_src} are {'×'.join(map(str, val_x.shape[1:]))} but scene "
+                            f"{cfg.scene.name} renders {'×'.join(map(str, image_shape))}: pass trainer.val_data=PATH "
+                            f"with matching images, or trainer.val_data={VAL_STREAM} (held-out generated samples)")
     real = None
     if tc.real_data:
         rx, ry = load_dataset(tc.real_data)
         pick, rest = few_per_class(ry, tc.real_per_class, cfg.seed)
         real = (torch.from_numpy(rx[pick]).to(device), torch.from_numpy(ry[pick]).to(device))
-        if Path(tc.real_data).resolve() == Path(tc.val_data or "").resolve():
+        if val_x is not None and Path(tc.real_data).resolve() == Path(val_src).resolve():
             val_x, val_y = val_x[rest], val_y[rest]  # never validate on the images trained on
         log.info("trainer: few-real mode: %d real images (%d per class) at %.0f%% of each minibatch",
                  len(pick), tc.real_per_class, 100 * tc.real_fraction)
-    log.info("trainer: device %s, validation on %s (%d real images)", device, tc.val_data or "sklearn-digits", len(val_y))
+    if val_x is not None:
+        log.info("trainer: device %s, validation on %s (%d real images)", device, val_src, len(val_y))
     reward_x = reward_y = None
     if tc.reward_split > 0:
+        if val_x is None:
+            raise config_mod.ConfigError("trainer.reward_split needs real validation data (trainer.val_data=PATH)")
         # one fixed split for every run and seed, so every policy is reported on the same images
         order = np.random.default_rng(0).permutation(len(val_y))
         k = int(round(len(val_y) * tc.reward_split))
@@ -111,7 +124,6 @@ def train(cfg: RunConfig, controller: str) -> dict:
     history = []
     with stream:
         num_classes = int(stream.info["num_classes"])
-        image_shape = tuple(cfg.scene.image_shape)
         in_ch = image_shape[2] if len(image_shape) == 3 else 1
         model = build(cfg.model.name, in_channels=in_ch, num_classes=num_classes,
                       width=cfg.model.width, dropout=cfg.model.dropout, hidden=cfg.model.hidden).to(device)
@@ -125,6 +137,18 @@ def train(cfg: RunConfig, controller: str) -> dict:
         loss_ema = None
         next_val = tc.val_every
         it = stream.iter_batches()
+        if val_x is None:  # validate on held-out generated samples: the first ones, never trained on
+            xs, ys = [], []
+            while sum(map(len, ys)) < tc.val_stream_samples:
+                b = next(it, None)
+                if b is None:
+                    break
+                xs.append(b.images.copy())
+                ys.append(b.labels.copy())
+            val_x, val_y = np.concatenate(xs), np.concatenate(ys)
+            log.info("trainer: device %s, validation on %d held-out generated samples (trainer.val_data=%s)",
+                     device, len(val_y), VAL_STREAM)
+            next_val = stream.consumed + tc.val_every
         while True:
             t0 = time.perf_counter()
             try:
@@ -192,8 +216,9 @@ def train(cfg: RunConfig, controller: str) -> dict:
     plots.accuracy_curve(history, run_dir / "val_accuracy.png", title=f"{cfg.scene.name}, {cfg.policy.name} policy")
     plots.sample_grid(np.stack(grid_images), run_dir / "samples.png")
     final = history[-1]
-    log.info("trainer: done: %d samples in %.0f s, val acc %.4f on %d real images; data wait %.1f%% of step time",
+    log.info("trainer: done: %d samples in %.0f s, val acc %.4f on %d %s images; data wait %.1f%% of step time",
              stream.consumed, time.perf_counter() - t_start, final["val/acc"], final["val/n"],
+             "held-out generated" if val_src == VAL_STREAM else "real",
              100 * final["train/data_wait"])
     return final
 
