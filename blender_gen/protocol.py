@@ -25,6 +25,9 @@ MAX_ARRAYS = 128
 MAX_NDIM = 6
 MAX_NAME = 64
 MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB: e.g. 4,096 RGB 256×256 images; bounded so no peer exhausts memory
+# per-frame limit that libzmq enforces before allocating (a larger frame disconnects the peer):
+# control sockets carry requests, credits, losses — never images
+MAX_CONTROL_FRAME_BYTES = 64 << 20
 DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
                     "float16", "float32", "float64", "bool"})
 

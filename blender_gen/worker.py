@@ -22,7 +22,7 @@ from types import ModuleType
 import numpy as np
 import zmq
 
-from blender_gen import families, protocol
+from blender_gen import families, protocol, security
 from blender_gen.space import ParamSpace, SpaceError
 
 log = logging.getLogger("otfgen.worker")
@@ -46,13 +46,20 @@ class Renderer:
 
 
 def serve(controller: str, worker_id: str | None = None, credits: int = 2,
-          silent_after_s: float = 30.0, context: zmq.Context | None = None) -> int:
-    """Run until the controller says stop (returns 0) or falls silent (returns 3)."""
+          silent_after_s: float = 30.0, context: zmq.Context | None = None, keys: str | None = None) -> int:
+    """Run until the controller says stop (returns 0) or falls silent (returns 3).
+
+    ``keys``: a CurveZMQ keys directory (server.key, client.key_secret); required when the
+    controller is not on this machine."""
     worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
     ctx = context or zmq.Context.instance()
     rejects = protocol.RejectCounter()
+    curve = security.for_endpoint(keys, "controller", controller, server=False)
     with ctx.socket(zmq.DEALER) as dealer:
         dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_CONTROL_FRAME_BYTES)
+        if curve is not None:
+            security.make_client(dealer, curve)
         dealer.setsockopt_string(zmq.IDENTITY, worker_id)
         dealer.connect(controller)
         dealer.send_multipart(protocol.encode("hello", {"worker": worker_id, "pid": os.getpid()}))
@@ -68,6 +75,8 @@ def serve(controller: str, worker_id: str | None = None, credits: int = 2,
         with ctx.socket(zmq.PUSH) as push:
             push.setsockopt(zmq.LINGER, 2000)  # let the last batch leave on a clean stop
             push.setsockopt(zmq.SNDHWM, 4)
+            if curve is not None:
+                security.make_client(push, curve)
             push.connect(welcome["push"])
             dealer.send_multipart(protocol.encode("credit", {"n": credits}))
             return _loop(worker_id, dealer, push, renderer, heartbeat_s, silent_after_s, rejects)
@@ -223,11 +232,12 @@ def _kv_args(argv: list[str]) -> dict[str, str]:
     for a in argv:
         key, sep, val = a.partition("=")
         if not sep:
-            raise SystemExit(f"otfgen-worker: expected key=value, got {a!r}; keys: controller, id, credits")
+            raise SystemExit(f"otfgen-worker: expected key=value, got {a!r}; keys: controller, id, credits, keys")
         out[key.lstrip("-")] = val
-    unknown = set(out) - {"controller", "id", "credits", "silent_after_s"}
+    unknown = set(out) - {"controller", "id", "credits", "silent_after_s", "keys"}
     if unknown:
-        raise SystemExit(f"otfgen-worker: unknown keys {sorted(unknown)}; allowed: controller, id, credits, silent_after_s")
+        raise SystemExit(f"otfgen-worker: unknown keys {sorted(unknown)}; allowed: controller, id, credits, "
+                         "silent_after_s, keys")
     if "controller" not in out:
         raise SystemExit("otfgen-worker: controller=tcp://HOST:PORT (or ipc://PATH) is required")
     return out
@@ -238,8 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         code = serve(args["controller"], args.get("id"), int(args.get("credits", 2)),
-                     float(args.get("silent_after_s", 30)))
-    except (families.UnknownFamily, SpaceError, RenderSetupError) as e:
+                     float(args.get("silent_after_s", 30)), keys=args.get("keys"))
+    except (families.UnknownFamily, SpaceError, RenderSetupError, security.KeysError) as e:
         log.error("%s", e)
         code = 2
     except KeyboardInterrupt:

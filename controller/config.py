@@ -79,11 +79,14 @@ class ControllerCfg:
     dead_after_s: float = 5.0  # a worker silent this long is gone; its requests are re-issued
     redeliver_after_s: float = 300.0  # rendered, worker alive, never delivered: issue again (a safety net)
     max_open: int = 0  # issued but undelivered requests at most; 0 = credits × workers + 4
+    keys: Optional[str] = None  # CurveZMQ keys directory (`otfgen keys DIR`); required beyond loopback
 
 
 @dataclass
 class TrainerCfg:
     batch_size: int = 128
+    bind: str = "tcp://127.0.0.1"  # where workers push batches; beyond loopback needs controller.keys
+    advertise: Optional[str] = None  # host workers use to reach bind (default: bind's host, or this host's name)
     lr: float = 3e-3
     weight_decay: float = 1e-4
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -2,6 +2,7 @@
 
     otfgen [hydra overrides]          # the whole loop (default: mnist2d, uniform policy, 2 workers)
     otfgen replay RUN_DIR [--out F]   # regenerate the run's stream from params.jsonl and check its bytes
+    otfgen keys DIR                   # CurveZMQ keys for endpoints beyond loopback (controller.keys=DIR)
 
 A dead worker is restarted with back-off (its open requests are re-issued by the controller);
 one that keeps dying is given up on. If the controller or the trainer fails, or on Ctrl-C, every
@@ -80,6 +81,8 @@ class LocalCluster:
         self.endpoint = json.loads(ready.read_text())["controller"]
         for i in range(self.cfg.launcher.workers):
             args = [f"controller={self.endpoint}", f"id=w{i}", f"credits={self.cfg.controller.credits}"]
+            if self.cfg.controller.keys:
+                args.append(f"keys={Path(self.cfg.controller.keys).expanduser().resolve()}")
             self._spawn(Child(f"worker-{i}", worker_argv(self.cfg.launcher.blender, args)))
         return self.endpoint
 
@@ -208,6 +211,13 @@ def check(cfg: RunConfig) -> None:
 
     scene_space(cfg)
     _check_backend(cfg)
+    from blender_gen import security
+
+    for setting, endpoint in (("controller.bind", cfg.controller.bind), ("trainer.bind", cfg.trainer.bind)):
+        try:
+            security.for_endpoint(cfg.controller.keys, setting, endpoint, server=True)
+        except security.KeysError as e:
+            raise config_mod.ConfigError(str(e) if setting in str(e) else f"controller.keys: {e}") from None
     for key in ("val_data", "real_data"):
         path = getattr(cfg.trainer, key)
         if path not in (None, BUILTIN, "stream") and not Path(path).expanduser().exists():
@@ -276,6 +286,10 @@ def _hydra_main() -> int:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "keys":
+        from blender_gen.security import keys_main
+
+        sys.exit(keys_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "replay":
         from controller.replay import main as replay_main
 

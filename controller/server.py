@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from blender_gen import families, protocol, rng
+from blender_gen import families, protocol, rng, security
 from blender_gen.space import ParamSpace
 from controller import config as config_mod
 from controller import policies
@@ -132,6 +132,15 @@ class Controller:
             router.setsockopt(zmq.LINGER, 0)
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer raises, never blocks
             router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker may reuse its id at once
+            router.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_CONTROL_FRAME_BYTES)
+            self.auth = None
+            try:
+                keys = security.for_endpoint(cfg.controller.keys, "controller.bind", bind or cfg.controller.bind, True)
+            except security.KeysError as e:
+                raise config_mod.ConfigError(str(e)) from None
+            if keys is not None:
+                self.auth = security.start_authenticator(ctx, keys)
+                security.make_server(router, keys)
             endpoint = _bind(router, bind or cfg.controller.bind)
             log.info("controller: %s policy on %s, family %s", cfg.policy.name, endpoint, cfg.scene.name)
             if ready_file:

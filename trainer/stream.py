@@ -32,7 +32,7 @@ import torch
 import zmq
 from torch.utils.data import IterableDataset, get_worker_info
 
-from blender_gen import protocol
+from blender_gen import protocol, security
 from trainer.models import to_input
 
 log = logging.getLogger("otfgen.stream")
@@ -67,10 +67,16 @@ class _Received:
 class Stream(IterableDataset):
     def __init__(self, controller: str, batch_size: int = 128, samples: int | None = None,
                  bind: str = "tcp://127.0.0.1", queue_size: int = 8, data_timeout_s: float = 60.0,
-                 on_request=None, realism: bool = False):
+                 on_request=None, realism: bool = False, keys: str | None = None, advertise: str | None = None):
         super().__init__()
         self.controller, self.batch_size, self.samples = controller, batch_size, samples
         self.bind, self.data_timeout_s = bind, data_timeout_s
+        self.advertise = advertise  # the host workers use to reach the PULL socket
+        # checked here, in the caller's thread: a bad key or a public bind without keys fails loudly
+        self._keys = security.for_endpoint(keys, "trainer.bind", bind, server=True)
+        if self._keys is None and not security.is_private(controller):
+            raise security.KeysError(f"controller {controller} is not on this machine: CurveZMQ keys are required "
+                                     "(controller.keys=DIR)")
         self.on_request = on_request  # called with (request_id, n, digest, worker) on each new request
         self.realism = realism  # whether report_losses carries feature distances (the match policy)
         self._q: queue.Queue[_Received] = queue.Queue(maxsize=queue_size)
@@ -156,13 +162,21 @@ class Stream(IterableDataset):
             for s in (pull, dealer):
                 s.setsockopt(zmq.LINGER, 1000)
             pull.setsockopt(zmq.RCVHWM, 8)
+            pull.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
+            dealer.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_CONTROL_FRAME_BYTES)
             pair.connect(self._inproc)
+            auth = None
+            if self._keys is not None:  # workers' PUSH and our DEALER authenticate with CurveZMQ
+                auth = security.start_authenticator(ctx, self._keys)
+                security.make_server(pull, self._keys)
+                security.make_client(dealer, self._keys)
             if self.bind.startswith("tcp://") and self.bind.count(":") == 1:
                 port = pull.bind_to_random_port(self.bind)
                 self.pull_endpoint = f"{self.bind}:{port}"
             else:
                 pull.bind(self.bind)
                 self.pull_endpoint = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.pull_endpoint = _advertised(self.pull_endpoint, self.advertise)
             dealer.connect(self.controller)
             dealer.send_multipart(protocol.encode("trainer", {"pull": self.pull_endpoint, "realism": self.realism}))
             poller = zmq.Poller()
@@ -190,6 +204,8 @@ class Stream(IterableDataset):
                     pending = self._on_batch(pull.recv_multipart(copy=False), seen, dealer)
             while pair.poll(100):  # flush what the consumer said last (e.g. "finished")
                 dealer.send_multipart(pair.recv_multipart(copy=False), copy=False)
+            if auth is not None:
+                auth.stop()
 
     def _on_controller(self, dealer: zmq.Socket) -> None:
         try:
@@ -295,3 +311,16 @@ class Stream(IterableDataset):
 
     def report_metrics(self, metrics: dict[str, Any]) -> None:
         self._send_back("metrics", {"metrics": metrics})
+
+
+def _advertised(endpoint: str, host: str | None) -> str:
+    """The PULL endpoint as other machines must dial it: a wildcard bind gets a real host name."""
+    if not endpoint.startswith("tcp://"):
+        return endpoint
+    bound_host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    if host is None and bound_host in ("0.0.0.0", "*", "[::]", "::"):
+        import socket
+
+        host = socket.getfqdn()
+    return f"tcp://{host}:{port}" if host else endpoint
+

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from controller import config as config_mod
 from controller.config import RunConfig
 from trainer import plots
+from blender_gen.security import KeysError
 from trainer.data import BUILTIN, DataError, few_per_class, load_dataset
 
 VAL_STREAM = "stream"
@@ -118,7 +119,8 @@ def train(cfg: RunConfig, controller: str) -> dict:
     def on_request(rid: int, n: int, digest: str, worker: str) -> None:
         stream_log.write(json.dumps({"id": rid, "n": n, "digest": digest, "worker": worker}) + "\n")
 
-    stream = Stream(controller, batch_size=tc.batch_size, samples=cfg.budget.samples, queue_size=tc.queue,
+    stream = Stream(controller, bind=tc.bind, keys=cfg.controller.keys, advertise=tc.advertise,
+                    batch_size=tc.batch_size, samples=cfg.budget.samples, queue_size=tc.queue,
                     data_timeout_s=tc.data_timeout_s, on_request=on_request, realism=realism)
     metrics_f = open(run_dir / "metrics.jsonl", "a", buffering=1)
     history = []
@@ -256,7 +258,7 @@ def main() -> None:
         raise SystemExit("otfgen-train: no controller: pass controller.connect=tcp://HOST:PORT")
     try:
         train(cfg, controller)
-    except (config_mod.ConfigError, DataError, StreamError) as e:
+    except (config_mod.ConfigError, DataError, StreamError, KeysError) as e:
         log.error("%s", e)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -1,0 +1,106 @@
+"""CurveZMQ: who may talk to a controller bound beyond loopback, and what strangers get."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import zmq
+
+from blender_gen import protocol, security
+from conftest import otfgen_cmd
+
+
+def test_keys_are_generated_owner_only_and_refused_when_readable_by_others(tmp_path):
+    d = security.generate(tmp_path / "keys")
+    for name in ("server.key_secret", "client.key_secret"):
+        assert (os.stat(d / name).st_mode & 0o777) == 0o600
+    assert (d / "authorized" / "client.key").exists()
+    keys = security.load(d, server=True)
+    assert keys.server_secret is not None and len(keys.client_public) == 40
+    os.chmod(d / "server.key_secret", 0o644)
+    with pytest.raises(security.KeysError, match="readable by others"):
+        security.load(d, server=True)
+    assert security.load(d, server=False).server_secret is None  # a render host needs no server secret
+
+
+@pytest.mark.parametrize("endpoint,private", [("tcp://127.0.0.1", True), ("tcp://127.0.0.2:5555", True),
+                                              ("ipc:///tmp/x", True), ("tcp://0.0.0.0", False),
+                                              ("tcp://10.1.2.3:5555", False), ("tcp://example.org:1", False)])
+def test_only_loopback_and_ipc_count_as_private(endpoint, private):
+    assert security.is_private(endpoint) == private
+
+
+@pytest.mark.slow
+def test_public_bind_without_keys_is_a_one_line_error(tmp_path, env):
+    p = subprocess.run(otfgen_cmd(f"hydra.run.dir={tmp_path / 'r'}", "controller.bind=tcp://0.0.0.0"), env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+    assert "controller.bind=tcp://0.0.0.0 is reachable from other machines: CurveZMQ keys are required" in p.stdout + p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
+
+
+def _dealer(ctx, endpoint, keys=None, server_public=None):
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        s.curve_publickey, s.curve_secretkey = keys
+        s.curve_serverkey = server_public
+    s.connect(endpoint)
+    return s
+
+
+def _heard(sock, seconds):
+    kinds, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if sock.poll(100):
+            kinds.append(protocol.decode(sock.recv_multipart()).kind)
+    return kinds
+
+
+@pytest.mark.slow
+def test_strangers_get_nothing_in_and_nothing_out(tmp_path, env):
+    """A controller on a second loopback address with CurveZMQ on: a peer without keys and a peer
+    with keys the controller does not know are never registered and receive nothing; a peer with
+    the authorised key is registered (and hears the controller's heartbeats)."""
+    from controller.config import compose, save
+
+    keys = security.generate(tmp_path / "keys")
+    strangers = security.generate(tmp_path / "other")
+    cfg = compose([f"run_dir={tmp_path / 'run'}", "controller.bind=tcp://127.0.0.2", f"controller.keys={keys}"])
+    (tmp_path / "run").mkdir()
+    save(cfg, tmp_path / "run" / "config.json")
+    ready = tmp_path / "run" / "endpoints.json"
+    ctrl = subprocess.Popen([sys.executable, "-m", "controller.server", "--config", str(tmp_path / "run" / "config.json"),
+                             f"--ready={ready}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ctx = zmq.Context()
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        endpoint = json.loads(ready.read_text())["controller"]
+        assert endpoint.startswith("tcp://127.0.0.2:")
+        server_public = security.load(keys, server=False).server_public
+        good = security.load(keys, server=False)
+        bad = security.load(strangers, server=False)
+        peers = {"no keys": _dealer(ctx, endpoint),
+                 "unknown key": _dealer(ctx, endpoint, (bad.client_public, bad.client_secret), server_public),
+                 "authorised": _dealer(ctx, endpoint, (good.client_public, good.client_secret), server_public)}
+        for name, s in peers.items():
+            s.send_multipart(protocol.encode("hello", {"worker": name.replace(" ", "-"), "pid": 1}))
+            s.send_multipart(protocol.encode("credit", {"n": 2}))
+        heard = {name: _heard(s, 3.0) for name, s in peers.items()}
+        assert heard["no keys"] == [] and heard["unknown key"] == []
+        assert "heartbeat" in heard["authorised"]
+        assert ctrl.poll() is None  # still serving
+    finally:
+        for s in locals().get("peers", {}).values():
+            s.close()
+        ctx.term()
+        ctrl.terminate()
+        out, _ = ctrl.communicate(timeout=30)
+    assert "worker authorised (pid 1) joined" in out
+    assert "no-keys" not in out and "unknown-key" not in out  # never registered
+    assert "refused a peer with an unknown CURVE key" in out
