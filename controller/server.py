@@ -219,6 +219,7 @@ class Controller:
     def _on_hello(self, ident: bytes, msg) -> None:
         old = self.workers.pop(ident, None)
         if old is not None:  # a restarted worker with the same id: its old requests are lost
+            log.warning("controller: worker %s rejoined; re-issuing its %d open requests", old.name, len(old.open))
             self._requeue(old)
         self.workers[ident] = WorkerState(msg["worker"], last_seen=time.monotonic())
         log.info("controller: worker %s (pid %d) joined", msg["worker"], msg["pid"])
