@@ -53,16 +53,17 @@ def _ellipse(cx, cy, rx, ry, n, start_deg=-90.0, sweep=360.0):
 
 SKELETONS: dict[int, list[tuple[list, list]]] = {
     0: [
-        (_ellipse(0.35, 0.5, 0.3, 0.48, 8), [(list(range(8)), True)]),
         # started at the top, drawn anticlockwise, overlapping the start a little (a longer
         # overshoot sticks out like a 6's stem and taught real 6s to read as 0 in sim2real)
         (_ellipse(0.35, 0.5, 0.3, 0.48, 10, start_deg=-80.0, sweep=-375.0), [(list(range(10)), False)]),
+        (_ellipse(0.35, 0.5, 0.3, 0.48, 8), [(list(range(8)), True)]),
         (_ellipse(0.35, 0.5, 0.22, 0.48, 8), [(list(range(8)), True)]),
     ],
     1: [
         ([(0.32, 0.0), (0.3, 0.5), (0.28, 1.0)], [([0, 1, 2], False)]),
         ([(0.25, 0.0), (0.33, 0.45), (0.3, 1.0)], [([0, 1, 2], False)]),
-        ([(0.08, 0.22), (0.32, 0.0), (0.31, 0.5), (0.3, 1.0)], [([0, 1], False), ([1, 2, 3], False)]),
+        # a short flag (a long one, rotated and jittered, drew 7s: the model read a third as 7)
+        ([(0.16, 0.15), (0.32, 0.0), (0.31, 0.5), (0.3, 1.0)], [([0, 1], False), ([1, 2, 3], False)]),
         ([(0.08, 0.22), (0.32, 0.0), (0.31, 0.5), (0.3, 1.0), (0.05, 1.0), (0.55, 1.0)],
          [([0, 1], False), ([1, 2, 3], False), ([4, 3, 5], False)]),
     ],
@@ -79,6 +80,21 @@ SKELETONS: dict[int, list[tuple[list, list]]] = {
         # curved, z-like base
         ([(0.08, 0.2), (0.35, 0.0), (0.62, 0.2), (0.45, 0.55), (0.05, 0.95), (0.35, 0.9), (0.7, 0.98)],
          [(list(range(7)), False)]),
+        # big round hook starting low on the left, plain diagonal and base (the common MNIST 2)
+        ([(0.04, 0.38), (0.1, 0.1), (0.38, 0.0), (0.64, 0.14), (0.6, 0.4), (0.34, 0.7), (0.04, 0.98), (0.4, 0.94),
+          (0.78, 0.98)],
+         [(list(range(7)), False), ([6, 7, 8], False)]),
+        # big round hook, the diagonal curls into a large open loop whose far side runs on as the base
+        ([(0.04, 0.34), (0.14, 0.08), (0.4, 0.0), (0.64, 0.16), (0.58, 0.42), (0.38, 0.62), (0.28, 0.8), (0.18, 0.98),
+          (0.02, 0.88), (0.06, 0.66), (0.26, 0.64), (0.38, 0.84), (0.52, 0.98), (0.8, 0.94)],
+         [(list(range(14)), False)]),
+        # "ɑ" 2: big hook, the diagonal runs into a large round loop low on the left, base tail
+        ([(0.12, 0.28), (0.3, 0.02), (0.55, 0.02), (0.66, 0.22), (0.55, 0.45), (0.3, 0.55), (0.08, 0.7), (0.1, 0.92),
+          (0.3, 0.98), (0.45, 0.82), (0.42, 0.62), (0.55, 0.92), (0.8, 0.96)],
+         [(list(range(13)), False)]),
+        # small curl at the start, then a plain diagonal and base
+        ([(0.18, 0.3), (0.1, 0.16), (0.3, 0.0), (0.58, 0.1), (0.55, 0.4), (0.08, 0.98), (0.45, 0.95), (0.74, 1.0)],
+         [(list(range(6)), False), ([5, 6, 7], False)]),
     ],
     3: [
         ([(0.05, 0.15), (0.35, 0.0), (0.6, 0.15), (0.55, 0.35), (0.28, 0.48), (0.58, 0.6), (0.64, 0.82),
@@ -109,6 +125,14 @@ SKELETONS: dict[int, list[tuple[list, list]]] = {
         ([(0.14, 0.02), (0.08, 0.45), (0.38, 0.38), (0.64, 0.6), (0.55, 0.88), (0.3, 1.0), (0.03, 0.85),
           (0.68, 0.0)],
          [([0, 1], False), ([1, 2, 3, 4, 5, 6], False), ([0, 7], False)]),
+        # one stroke: short bar drawn right to left, stem, round bowl curling back towards the stem
+        ([(0.6, 0.02), (0.2, 0.0), (0.14, 0.42), (0.42, 0.36), (0.66, 0.58), (0.58, 0.9), (0.3, 1.0), (0.1, 0.86),
+          (0.16, 0.74)],
+         [(list(range(9)), False)]),
+        # slanted stem, flag-like bar, shallow open bowl
+        ([(0.2, 0.0), (0.1, 0.48), (0.42, 0.4), (0.62, 0.66), (0.48, 0.94), (0.16, 0.98), (0.22, 0.02),
+          (0.7, 0.06)],
+         [(list(range(6)), False), ([6, 7], False)]),
     ],
     6: [
         ([(0.58, 0.0), (0.25, 0.25), (0.05, 0.62), (0.14, 0.95), (0.44, 0.97), (0.58, 0.72), (0.35, 0.52), (0.08, 0.65)],
@@ -142,19 +166,42 @@ SKELETONS: dict[int, list[tuple[list, list]]] = {
         # hooked start, curved stem
         ([(0.02, 0.22), (0.05, 0.04), (0.64, 0.02), (0.38, 0.5), (0.32, 1.0)],
          [([0, 1], False), ([1, 2], False), ([2, 3, 4], False)]),
+        # rounded corner: the bar bends smoothly into a straight stem
+        ([(0.0, 0.08), (0.35, 0.0), (0.6, 0.06), (0.5, 0.35), (0.36, 0.7), (0.3, 1.0)],
+         [(list(range(6)), False)]),
+        # bar rising to the right, stem nearly vertical
+        ([(0.02, 0.12), (0.62, 0.0), (0.5, 0.5), (0.46, 1.0)], [([0, 1], False), ([1, 2, 3], False)]),
     ],
     8: [
         # one stroke, crossing in the middle
         ([(0.6, 0.1), (0.33, 0.0), (0.08, 0.16), (0.2, 0.38), (0.5, 0.6), (0.6, 0.85), (0.33, 1.0), (0.06, 0.84),
           (0.18, 0.6), (0.48, 0.38), (0.6, 0.15)],
          [(list(range(11)), False)]),
-        # S stroke closed by a straight return to the top: small, open-ish upper loop
-        ([(0.58, 0.08), (0.32, 0.0), (0.12, 0.12), (0.2, 0.32), (0.5, 0.55), (0.64, 0.8), (0.4, 1.0), (0.1, 0.9),
-          (0.16, 0.66), (0.6, 0.06)],
-         [(list(range(9)), False), ([8, 9], False)]),
+        # one stroke from a tail at the top right; the return stroke stops short of the start,
+        # leaving the upper loop open on the right (common in fast writing)
+        ([(0.7, 0.04), (0.42, 0.0), (0.14, 0.1), (0.16, 0.34), (0.46, 0.56), (0.6, 0.82), (0.36, 1.0), (0.08, 0.86),
+          (0.16, 0.62), (0.42, 0.4), (0.52, 0.22)],
+         [(list(range(11)), False)]),
+        # "S" and a straight diagonal return to the top right (upper loop closed by the return,
+        # big lower loop): the commonest misread real 8 before this variant
+        ([(0.62, 0.06), (0.35, 0.0), (0.14, 0.12), (0.2, 0.3), (0.45, 0.48), (0.66, 0.72), (0.5, 0.98), (0.2, 0.96),
+          (0.12, 0.75), (0.3, 0.52), (0.5, 0.3), (0.68, 0.04)],
+         [(list(range(12)), False)]),
+        # narrow, tilted upper loop, round lower loop, crossing as a steep X
+        ([(0.56, 0.12), (0.42, 0.0), (0.26, 0.08), (0.3, 0.3), (0.5, 0.56), (0.56, 0.84), (0.34, 1.0), (0.1, 0.88),
+          (0.18, 0.62), (0.44, 0.36), (0.56, 0.12)],
+         [(list(range(11)), False)]),
         # two stacked loops
         (_ellipse(0.35, 0.24, 0.22, 0.24, 7) + _ellipse(0.35, 0.73, 0.29, 0.27, 8),
          [(list(range(7)), True), (list(range(7, 15)), True)]),
+        # started at the middle, lower loop first (anticlockwise), then the upper loop
+        ([(0.35, 0.46), (0.08, 0.66), (0.12, 0.92), (0.38, 1.0), (0.62, 0.82), (0.5, 0.58), (0.2, 0.36), (0.14, 0.12),
+          (0.38, 0.0), (0.58, 0.14), (0.5, 0.34), (0.35, 0.46)],
+         [(list(range(12)), False)]),
+        # narrow, slanted one-stroke 8 with a small upper loop
+        ([(0.55, 0.14), (0.38, 0.0), (0.2, 0.1), (0.28, 0.32), (0.48, 0.55), (0.5, 0.86), (0.3, 1.0), (0.14, 0.85),
+          (0.24, 0.58), (0.48, 0.34), (0.55, 0.14)],
+         [(list(range(11)), False)]),
     ],
     9: [
         # loop and straight stem, one stroke
@@ -165,6 +212,16 @@ SKELETONS: dict[int, list[tuple[list, list]]] = {
         ([(0.62, 0.3), (0.6, 0.1), (0.35, 0.0), (0.08, 0.14), (0.1, 0.38), (0.35, 0.48), (0.6, 0.65), (0.5, 0.95),
           (0.2, 1.0)],
          [([0, 1, 2, 3, 4, 5], True), ([0, 6, 7, 8], False)]),
+        # loop drawn as a separate closed stroke, stem from its right side
+        (_ellipse(0.33, 0.24, 0.27, 0.24, 8, start_deg=0.0) + [(0.58, 0.65), (0.5, 1.0)],
+         [(list(range(8)), True), ([0, 8, 9], False)]),
+        # angular, open-topped loop (the loop's top meets the stem in a corner), straight stem
+        ([(0.6, 0.02), (0.22, 0.04), (0.05, 0.3), (0.25, 0.46), (0.6, 0.36), (0.6, 0.0), (0.58, 0.6), (0.54, 1.0)],
+         [([0, 1, 2, 3, 4], False), ([5, 4, 6, 7], False)]),
+        # small loop, long slanted stem
+        ([(0.62, 0.22), (0.52, 0.04), (0.3, 0.02), (0.16, 0.2), (0.3, 0.36), (0.55, 0.3), (0.62, 0.22), (0.48, 0.6),
+          (0.32, 1.0)],
+         [([0, 1, 2, 3, 4, 5], True), ([0, 7, 8], False)]),
     ],
 }
 
@@ -226,13 +283,25 @@ def _build_templates():
                 prev[t, o : o + kk], nxt[t, o : o + kk] = o + np.maximum(r - 1, 0), o + np.minimum(r + 1, kk - 1)
             arc[t, o : o + kk] = (run + s) / total
             o, run = o + kk, run + l[-1]
+    # free pen ends (end points of open strokes that no other stroke shares), for the tails
+    ends = np.zeros((T, 2, 2), np.int64)  # [template, first/last, (end, its neighbour)]
+    has_end = np.zeros((T, 2), np.float64)
+    for t, (_, (cps, strokes)) in enumerate(entries):
+        uses = np.bincount([i for idx, _ in strokes for i in idx], minlength=len(cps))
+        free = []
+        for idx, closed in strokes:
+            if not closed:
+                free += [(e, nb) for e, nb in ((idx[0], idx[1]), (idx[-1], idx[-2])) if uses[e] == 1]
+        for k, pick in enumerate((free[:1], free[1:][-1:])):
+            if pick:
+                ends[t, k], has_end[t, k] = pick[0], 1.0
     digit = np.array([d for d, _ in entries], np.int64)
     first = np.searchsorted(digit, np.arange(NUM_CLASSES))
     count = np.bincount(digit, minlength=NUM_CLASSES)
-    return (W.astype(_F32), ctrl.astype(_F32), prev, nxt, arc.astype(_F32), first, count)
+    return (W.astype(_F32), ctrl.astype(_F32), prev, nxt, arc.astype(_F32), first, count, ends, has_end.astype(_F32))
 
 
-_W, _CTRL, _PREV, _NEXT, _ARC, _FIRST, _COUNT = _build_templates()
+_W, _CTRL, _PREV, _NEXT, _ARC, _FIRST, _COUNT, _ENDS, _HAS_END = _build_templates()
 _C = _CTRL.shape[1]
 _PIX = np.arange(_SIZE, dtype=_F32)
 
@@ -284,6 +353,15 @@ def _pen(params: dict, seeds: np.ndarray):
     cy0 = np.sign(cy0) * np.abs(cy0) ** gamma
     ctrl = np.stack([_CTRL[tpl][..., 0], cy0], -1) + _col(params, "jitter")[:, :, None] * rng.normal(seeds, "jitter", 2 * _C).reshape(B, _C, 2)
 
+    # -- tails: the free pen ends run on or stop short along their last segment (real strokes
+    # overshoot the 8's start, leave a 5's bar long, stop a 2's hook early ...) -------------------
+    tl = _col(params, "tails") * (rng.uniform(seeds, "tails", 2) * _F32(1.5) - _F32(0.5))  # [-tails/2, tails]
+    rows_ = np.arange(B)[:, None]
+    e_idx, n_idx = _ENDS[tpl][..., 0], _ENDS[tpl][..., 1]  # [B, 2]
+    end, nb = ctrl[rows_, e_idx], ctrl[rows_, n_idx]  # [B, 2, xy]
+    # add.at, not assignment: a template with one free end repeats index 0 in the unused slot
+    np.add.at(ctrl, (np.broadcast_to(rows_, e_idx.shape), e_idx), (tl * _HAS_END[tpl])[..., None] * (end - nb))
+
     # -- smooth elastic displacement: a few random low-frequency plane waves per axis, applied
     # to the control points (the strokes are linear in them, so the whole path follows) -------
     e = rng.uniform(seeds, "elastic", 8 * _N_ELASTIC).reshape(B, 4, 2, _N_ELASTIC)  # [B, what, axis, k]
@@ -302,11 +380,23 @@ def _pen(params: dict, seeds: np.ndarray):
     ca, sa = np.cos(ang), np.sin(ang)
     x, y = ca * x - sa * y, sa * x + ca * y
 
+    # -- stroke width: a cap from the ink box's narrow side keeps loops open ------------------
+    # Uniform sampling pairs the thickest pen with the narrowest digits, which filled the loops
+    # of 0, 6, 8 and 9 into blobs no class owns (the model misread ~5% of its own training
+    # samples, most of them such blobs). Writers with a broad pen write wider digits, so the
+    # width is capped by the narrow side of the scaled ink box. 1s have no loop to close.
+    xmin, xmax = x.min(1, keepdims=True), x.max(1, keepdims=True)
+    ymin, ymax = y.min(1, keepdims=True), y.max(1, keepdims=True)
+    extent = np.maximum(np.maximum(xmax - xmin, ymax - ymin), _F32(1e-3))
+    minor = np.minimum(xmax - xmin, ymax - ymin) / extent  # narrow side over the long side
+    half = _F32(0.5) * _col(params, "thickness")  # half-ink half-width in output pixels
+    cap = _F32(0.75) + _F32(0.15) * minor * np.maximum(_col(params, "box") - _F32(2.0) * half, _F32(2.0))
+    half = np.where(label[:, None] == 1, half, np.minimum(half, cap))
+
     # -- pen: width profile along the path (pressure), edge softness (ink, blur) --------------
     # A straight line of splats has density exp(-r²/2σ²) across it; ink = 1 - exp(-g·density)
     # is half-on at r = σ·sqrt(2·ln(g/ln 2)). Blur widens σ and lowers g so that this half-ink
     # width (the thickness parameter) stays put: blur softens edges without fattening strokes.
-    half = _F32(0.5) * _col(params, "thickness")  # half-ink half-width in output pixels
     sigma0 = half / np.sqrt(_F32(2.0) * np.log(_col(params, "ink") / _F32(np.log(2.0))))
     sigma_b = np.sqrt(sigma0 * sigma0 + np.square(_col(params, "blur")))
     g = _F32(np.log(2.0)) * np.exp(half * half / (_F32(2.0) * sigma_b * sigma_b))
@@ -315,9 +405,6 @@ def _pen(params: dict, seeds: np.ndarray):
     sigma = sigma_b * (_F32(1.0) + _col(params, "pressure") * profile)
 
     # -- MNIST normalisation: ink box into box×box keeping aspect, centre of mass to 13.5 ------
-    xmin, xmax = x.min(1, keepdims=True), x.max(1, keepdims=True)
-    ymin, ymax = y.min(1, keepdims=True), y.max(1, keepdims=True)
-    extent = np.maximum(np.maximum(xmax - xmin, ymax - ymin), _F32(1e-3))
     scale = np.maximum(_col(params, "box") - _F32(2.0) * half, _F32(2.0)) / extent
     x, y = x * scale, y * scale
     rows = np.arange(B)[:, None]
@@ -356,7 +443,8 @@ def _raster(params: dict, seeds: np.ndarray, x, y, sigma, step, g) -> np.ndarray
     # gather instead of 784 hashes per image (the table is a pure function of a constant seed).
     noise = _col(params, "noise")[:, :, None]
     start = (rng.bits(seeds, "noise", 1)[:, 0] % np.uint64(len(_NOISE_WINDOWS))).astype(np.int64)
-    img += noise * _NOISE_WINDOWS[start].reshape(B, _SIZE, _SIZE)
+    # relative to the local ink level, so the background stays exactly black as in MNIST scans
+    img += (noise * _NOISE_WINDOWS[start].reshape(B, _SIZE, _SIZE)) * img
     img *= _F32(255.0)
     img += _F32(0.5)
     np.clip(img, 0.0, 255.0, out=img)
