@@ -53,6 +53,10 @@ def main(argv: list[str]) -> int:
     if not (run_dir / "params.jsonl").exists():
         print(f"otfgen replay: {run_dir}/params.jsonl not found", file=sys.stderr)
         return 2
+    header, _ = paramlog.read(run_dir / "params.jsonl")
+    if header.get("code") not in (None, families.code_digest()):
+        print(f"otfgen replay: warning: the rendering code changed since this run (code {header['code']}, now "
+              f"{families.code_digest()}); mismatches may come from that", file=sys.stderr)
     recorded = {}
     if (run_dir / "stream.jsonl").exists():
         for line in open(run_dir / "stream.jsonl"):

@@ -126,7 +126,7 @@ class Controller:
         plog = ParamLog(self.run_dir / "params.jsonl", {
             "family": cfg.scene.name, "space": self.space.to_mapping(), "run_seed": cfg.seed,
             "request_size": cfg.controller.request_size, "policy": cfg.policy.name,
-            "render": dict(cfg.scene.render)})
+            "render": dict(cfg.scene.render), "code": families.code_digest()})
         metrics = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
         with ctx.socket(zmq.ROUTER) as router:
             router.setsockopt(zmq.LINGER, 0)

@@ -37,6 +37,19 @@ def batch_labels(params, seeds, num_classes: int):
     return seeds, label
 
 
+def code_digest() -> str:
+    """A digest of the rendering code (families, Blender backend, RNG): replay of a run made
+    with other code may legitimately differ, and says so."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent
+    h = hashlib.blake2b(digest_size=8)
+    for f in sorted([*root.glob("*.py"), *(root.parent / "blender").glob("*.py"), root.parent / "rng.py"]):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def available() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
