@@ -41,7 +41,7 @@ _PIX = (np.arange(_SIZE, dtype=_F32) + _F32(0.5) - _F32(_SIZE / 2))  # pixel cen
 _X = np.tile(_PIX, _SIZE)[None, :]
 _Y = np.repeat(_PIX, _SIZE)[None, :]
 _NOT_COL0 = (_X > _PIX[0]).astype(_F32)  # zero where a flat shift by one pixel would wrap a row
-_N_SHAPE = 16  # per-sample shape draws (stream "shape")
+_N_SHAPE = 18  # per-sample shape draws (stream "shape")
 _N_PAT = 10  # per-sample pattern draws (stream "pattern")
 
 _NOISE = rng.normal(np.array([0x66617368], np.uint64), "fashion2d:noise-table", 1 << 16)[0]
@@ -201,7 +201,15 @@ def _coat(u, v, p, r):
                           neck=_F32(0.7) + _F32(0.6) * r[..., 9])
     lap_depth = _F32(0.15) + _F32(0.25) * r[..., 6]
     lapel = _line(au - (_F32(0.1) + _F32(0.06) * p["neckline"]) * (_F32(1.0) - v / lap_depth), _F32(0.02), v - lap_depth)
-    return d, np.maximum(np.maximum(_F32(0.6) * seam, lapel * r[..., 4]), _front(4, u, v, au, bw, p, r))
+    # most coats in the photos close at the neck: a stand-up collar or hood fills the neck hole
+    # that pullovers, shirts and T-shirts show
+    stand = r[..., 16] < _F32(0.6)
+    cw = _F32(0.07) + _F32(0.06) * p["neckline"]
+    collar = _box(u, v, _F32(0.0), _F32(0.02) * r[..., 17], cw, _F32(0.05))
+    d = np.minimum(d, collar + _F32(9.0) * _flag(~stand))
+    cline = _line(v - _F32(0.07), _F32(0.015), au - cw) * _flag(stand)
+    return d, np.maximum(np.maximum(np.maximum(_F32(0.6) * seam, lapel * r[..., 4] * _flag(~stand)), cline),
+                         _front(4, u, v, au, bw, p, r))
 
 
 def _shirt(u, v, p, r):
@@ -218,13 +226,16 @@ def _shirt(u, v, p, r):
 
 def _trouser(u, v, p, r):
     au = np.abs(u)
-    top_w = _F32(0.14) + _F32(0.08) * p["width"]
-    leg = _F32(0.04) + _F32(0.045) * p["sleeve"]  # half-width of a leg at the hem
-    ankle_c = top_w - leg * (_F32(1.2) - _F32(0.6) * p["heel"]) + _F32(0.03) * (r[..., 0] - _F32(0.5))
+    # the real photos show straight legs side by side with a narrow gap, hardly any flare
+    top_w = _F32(0.13) + _F32(0.08) * p["width"]
+    leg = _F32(0.05) + _F32(0.035) * p["sleeve"]  # half-width of a leg at the hem
+    ankle_c = np.maximum(top_w - leg * (_F32(0.75) - _F32(0.3) * p["heel"]) + _F32(0.02) * (r[..., 0] - _F32(0.5)),
+                         leg + _F32(0.025))
     outer = _lerp(top_w, ankle_c + leg, np.clip(v, 0.0, 1.0))
     crotch = _F32(0.22) + _F32(0.18) * (_F32(1.0) - p["length"])
     t = np.clip((v - crotch) / (_F32(1.0) - crotch), 0.0, 1.0)
-    inner = t * (ankle_c - leg)
+    # the legs part at the crotch with a visible gap that widens a little to the hem
+    inner = (ankle_c - leg) * (_F32(0.7) + _F32(0.3) * t) * np.clip((v - crotch) * _F32(200.0), _F32(0.0), _F32(1.0))
     d = np.maximum(np.maximum(au - outer, inner - au), _between(v, _F32(0.0), _F32(1.0)))
     band = _F32(0.03) + _F32(0.06) * p["neckline"]
     d = np.minimum(d, _box(u, v, _F32(0.0), band * _F32(0.5), top_w + _F32(0.06) * p["neckline"], band * _F32(0.5)))  # waistband
@@ -237,7 +248,7 @@ def _dress(u, v, p, r):
     top = _F32(0.09) + _F32(0.06) * p["width"] + _F32(0.04) * p["sleeve"]
     waist_v = _F32(0.2) + _F32(0.15) * p["length"] + _F32(0.1) * r[..., 0]
     waist = top * (_F32(0.8) + _F32(0.3) * r[..., 1])
-    hem = waist + _F32(0.14) * p["heel"]
+    hem = waist + _F32(0.03) + _F32(0.15) * p["heel"]  # the photos show mostly A-line skirts
     # piecewise linear: top -> waist over [0, waist_v], waist -> hem over [waist_v, 1]
     hw = top + (waist - top) * np.clip(v / waist_v, _F32(0.0), _F32(1.0)) + (hem - waist) * np.clip((v - waist_v) / (_F32(1.0) - waist_v), _F32(0.0), _F32(1.0))
     d = np.maximum(au - hw, _between(v, _F32(0.0), _F32(1.0)))
@@ -268,22 +279,28 @@ def _sandal(u, v, p, r, H):
     post_w = _F32(0.02) + _F32(0.05) * r[..., 1]
     d_heel = _box(u, v, _F32(0.45) - post_w, ground - heel_h * _F32(0.5), post_w, heel_h * _F32(0.5) + sole)
     d = np.minimum(d_sole, d_heel + _F32(9.0) * _flag(heel_h <= _F32(0.05)))
-    # straps: toe, instep and ankle straps, each an arch (upper half of a ring) standing on the
-    # sole; the ankle strap at the back reaches the top of the frame
-    st = _F32(0.012) + _F32(0.025) * p["sleeve"]
-    top_v = _F32(0.03) + _F32(0.1) * p["neckline"]
+    # straps as the photos show them in side view: toe and instep straps are thin "^" bands
+    # leaning over the foot from the sole, the ankle strap rises from the heel seat to a band
+    # round the ankle at the top of the frame (round arches read as no real sandal)
+    st = _F32(0.022) + _F32(0.02) * p["sleeve"]
+    top_v = _F32(0.02) + _F32(0.08) * p["neckline"]
     spread = _F32(0.7) + _F32(0.3) * p["width"]  # how far apart along the foot the straps stand
-    for k, x0 in enumerate((-0.32, -0.05, 0.22)):
+    for k, x0 in enumerate((-0.3, -0.05)):
         x0 = _F32(x0) * spread
         ground_k = ground - heel_h * np.clip((x0 - mid_x) / (seat_x - mid_x), _F32(0.0), _F32(1.0))
-        rx = _F32(0.07) + _F32(0.07) * r[..., 2 + k]
-        if k < 2:
-            ry = _F32(0.06) + _F32(0.3) * p["length"] * (_F32(0.5) + _F32(0.5) * r[..., 5 + k])
-            ry = np.maximum(np.minimum(ry, ground_k - top_v), _F32(0.02))
-        else:
-            ry = np.maximum(ground_k - top_v, _F32(0.02))
-        ring = np.abs(_ellipse(u, v, x0, ground_k, rx, ry)) - st
-        d = np.minimum(d, np.maximum(ring, v - ground_k))
+        rx = _F32(0.05) + _F32(0.08) * r[..., 2 + k]
+        hgt = (_F32(0.05) + _F32(0.3) * p["length"] * (_F32(0.5) + _F32(0.5) * r[..., 5 + k])) * (_F32(0.8) + _F32(0.4) * p["neckline"])
+        hgt = np.maximum(np.minimum(hgt, ground_k - top_v), _F32(0.02))
+        apx = x0 + rx * (r[..., 7 + k] - _F32(0.5))
+        d = np.minimum(d, np.minimum(_obox(u, v, x0 - rx, ground_k, apx, ground_k - hgt, st),
+                                     _obox(u, v, apx, ground_k - hgt, x0 + rx, ground_k, st)))
+    back_x = seat_x - _F32(0.05) * r[..., 4]
+    ank_x = back_x - _F32(0.06) - _F32(0.1) * r[..., 9]
+    seat_v = ground - heel_h
+    rise = _obox(u, v, back_x, seat_v, ank_x, top_v, st)
+    band = _obox(u, v, ank_x - _F32(0.12), top_v + _F32(0.04), _F32(0.48), top_v, st)
+    has_ankle = _flag(r[..., 10] < _F32(0.7))
+    d = np.minimum(d, np.minimum(rise, band) + _F32(9.0) * (_F32(1.0) - has_ankle))
     return d, _F32(0.0)
 
 
@@ -291,13 +308,15 @@ def _sneaker(u, v, p, r, H):
     sole = _F32(0.05) + _F32(0.05) * p["sleeve"]
     # upper: under a top line rising straight from the toe (left) to the collar, then level
     # to the back; width sets the toe's height (bluntness), heel how far the back dips
-    toe_h = H * (_F32(0.15) + _F32(0.3) * p["width"])
-    uc = _F32(0.1) + _F32(0.15) * r[..., 0]
-    # the toe cap is mildly convex: the top rises as t(1.5 - t/2) of the distance t from the toe
-    slope = (H - toe_h) / (uc + _F32(0.5))
-    t = np.clip((u + _F32(0.5)) / (uc + _F32(0.5)), _F32(0.0), _F32(1.0))
+    toe_h = H * (_F32(0.2) + _F32(0.3) * p["width"])
+    uc = _F32(0.12) + _F32(0.18) * r[..., 0]
+    # a low toe cap first (flat for toe_len), then the lacing rises, mildly convex (t(1.5 - t/2)),
+    # to the collar: the photos show low shoes, not wedges rising from the tip
+    toe_len = _F32(0.12) + _F32(0.2) * r[..., 5]
+    slope = (H - toe_h) / (uc + _F32(0.5) - toe_len)
+    t = np.clip((u + _F32(0.5) - toe_len) / (uc + _F32(0.5) - toe_len), _F32(0.0), _F32(1.0))
     rise = t * (_F32(1.5) - _F32(0.5) * t)
-    dip = H * _F32(0.25) * (_F32(1.0) - p["heel"]) / (_F32(0.5) - uc)
+    dip = H * (_F32(0.1) + _F32(0.25) * (_F32(1.0) - p["heel"])) / (_F32(0.5) - uc)
     back = np.clip(u - uc, _F32(0.0), _F32(1.0))
     v_top = (H - toe_h) * (_F32(1.0) - rise) + dip * back
     d = np.maximum((v_top - v) / np.sqrt(_F32(1.0) + slope * slope), np.maximum(np.abs(u - sole * _F32(0.5)) - _F32(0.5) + sole * _F32(0.5), v - H))
@@ -368,13 +387,18 @@ _CLASSES = {
     2: (_garment(_pullover), None),
     3: (_garment(_dress), None),
     4: (_garment(_coat), None),
-    5: (_sandal, lambda p, r: _F32(0.25) + _F32(0.6) * p["heel"]),
+    # half the sandals in the photos are flat (a thin sole and low straps), half heeled
+    5: (_sandal, lambda p, r: np.where(r[..., 15] < _F32(0.5), _F32(0.22) + _F32(0.12) * p["heel"],
+                                       _F32(0.25) + _F32(0.6) * p["heel"])),
     6: (_garment(_shirt), None),
     7: (_sneaker, lambda p, r: _F32(0.3) + _F32(0.22) * p["length"]),
-    8: (_bag, lambda p, r: _F32(0.6) + _F32(0.35) * p["width"]),
+    8: (_bag, lambda p, r: _F32(0.45) + _F32(0.5) * p["width"]),  # from flat clutches to tall totes
     9: (_boot, lambda p, r: _F32(0.6) + _F32(0.35) * p["length"]),
 }
 _SHAPE_PARAMS = ("width", "length", "sleeve", "neckline", "heel")
+# class -> fraction of the gap to full brightness closed: the real coats average level 175 on
+# the product against ~145 for shirts and pullovers (Fashion-MNIST test images)
+_LIGHT = {4: 0.2}
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,7 +473,10 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
         d += _F32(0.5)
         np.clip(d, _F32(0.0), _F32(1.0), out=d)
         det = det * -(_F32(0.3) + _F32(0.5) * fr[..., 1]) + _F32(1.0)
-        det *= level[idx]
+        lvl = level[idx]
+        if c in _LIGHT:  # classes whose material the photos show mostly light
+            lvl = _F32(255.0) - (_F32(255.0) - lvl) * _F32(1.0 - _LIGHT[c])
+        det *= lvl
         d *= det
         alpha[idx] = d
 
