@@ -71,15 +71,26 @@ def serve(controller: str, worker_id: str | None = None, credits: int = 2,
         _configure(family, dict(welcome["render"]))
         renderer = Renderer(family, ParamSpace.from_mapping(welcome["space"]))
         heartbeat_s = float(welcome["heartbeat_s"])
-        log.info("worker %s: family %s, pushing to %s", worker_id, welcome["family"], welcome["push"])
-        with ctx.socket(zmq.PUSH) as push:
-            push.setsockopt(zmq.LINGER, 2000)  # let the last batch leave on a clean stop
-            push.setsockopt(zmq.SNDHWM, 4)
-            if curve is not None:
-                security.make_client(push, curve)
-            push.connect(welcome["push"])
+        targets = welcome.fields.get("push_all") or [welcome["push"]]  # one PULL per trainer rank
+        if not (isinstance(targets, list) and 0 < len(targets) <= 1024 and all(isinstance(t, str) for t in targets)):
+            log.error("worker %s: malformed push_all in the welcome", worker_id)
+            return 3
+        log.info("worker %s: family %s, pushing to %s", worker_id, welcome["family"], ", ".join(targets))
+        pushes = []
+        try:
+            for target in targets:
+                push = ctx.socket(zmq.PUSH)
+                pushes.append(push)
+                push.setsockopt(zmq.LINGER, 2000)  # let the last batch leave on a clean stop
+                push.setsockopt(zmq.SNDHWM, 4)
+                if curve is not None:
+                    security.make_client(push, curve)
+                push.connect(target)
             dealer.send_multipart(protocol.encode("credit", {"n": credits}))
-            return _loop(worker_id, dealer, push, renderer, heartbeat_s, silent_after_s, rejects)
+            return _loop(worker_id, dealer, pushes, renderer, heartbeat_s, silent_after_s, rejects)
+        finally:
+            for push in pushes:
+                push.close()
 
 
 class RenderSetupError(RuntimeError):
@@ -126,12 +137,12 @@ def _await_welcome(dealer: zmq.Socket, rejects: protocol.RejectCounter, timeout_
     return None
 
 
-def _loop(worker_id, dealer, push, renderer, heartbeat_s, silent_after_s, rejects) -> int:
+def _loop(worker_id, dealer, pushes, renderer, heartbeat_s, silent_after_s, rejects) -> int:
     """Render on this (the main) thread — Blender wants it — while an I/O thread owns both sockets,
     so heartbeats keep flowing through a render of any length (a long Cycles frame must not
     look like a dead worker to the controller)."""
     todo: queue.Queue = queue.Queue()  # decoded requests, or None: stop rendering
-    io = _IO(worker_id, dealer, push, heartbeat_s, silent_after_s, rejects, todo)
+    io = _IO(worker_id, dealer, pushes, heartbeat_s, silent_after_s, rejects, todo)
     thread = threading.Thread(target=io.run, name=f"{worker_id}-io", daemon=True)
     thread.start()
     while True:
@@ -144,6 +155,9 @@ def _loop(worker_id, dealer, push, renderer, heartbeat_s, silent_after_s, reject
             seeds = msg.arrays["seeds"]
             if seeds.dtype != np.uint64 or seeds.shape != (msg["n"],):
                 raise SpaceError(f"seeds must be uint64 [{msg['n']}], got {seeds.dtype}{seeds.shape}")
+            rank = msg.fields.get("rank", 0)
+            if not (isinstance(rank, int) and 0 <= rank < len(pushes)):
+                raise SpaceError(f"rank {rank!r} is not one of the {len(pushes)} trainer ranks")
             params = protocol.params_of(msg)
             images, labels = renderer.render(params, seeds)
         except (SpaceError, RuntimeError, ValueError) as e:
@@ -152,8 +166,8 @@ def _loop(worker_id, dealer, push, renderer, heartbeat_s, silent_after_s, reject
             continue
         ms = (time.perf_counter() - t0) * 1000
         pfields, parrays = protocol.pack_params(params)
-        io.results.put((rid, (msg["family"], ms, pfields, {"images": images, "labels": labels, "seeds": seeds,
-                                                            **parrays}), None))
+        io.results.put((rid, (rank, msg["family"], ms, pfields, {"images": images, "labels": labels, "seeds": seeds,
+                                                                  **parrays}), None))
     thread.join()
     return io.code
 
@@ -161,8 +175,8 @@ def _loop(worker_id, dealer, push, renderer, heartbeat_s, silent_after_s, reject
 class _IO:
     """The worker's socket loop: heartbeats, requests in, finished batches out."""
 
-    def __init__(self, worker_id, dealer, push, heartbeat_s, silent_after_s, rejects, todo):
-        self.worker_id, self.dealer, self.push = worker_id, dealer, push
+    def __init__(self, worker_id, dealer, pushes, heartbeat_s, silent_after_s, rejects, todo):
+        self.worker_id, self.dealer, self.pushes = worker_id, dealer, pushes
         self.heartbeat_s, self.silent_after_s, self.rejects, self.todo = heartbeat_s, silent_after_s, rejects, todo
         self.results: queue.Queue = queue.Queue()
         self.code = 0
@@ -189,8 +203,8 @@ class _IO:
             if ok is None:
                 self.dealer.send_multipart(protocol.encode("failed", {"id": rid, "error": error}))
             else:
-                family, ms, pfields, arrays = ok
-                self.push.send_multipart(protocol.encode("batch", {"id": rid, "worker": self.worker_id, "family": family,
+                rank, family, ms, pfields, arrays = ok
+                self.pushes[rank].send_multipart(protocol.encode("batch", {"id": rid, "worker": self.worker_id, "family": family,
                                                                    "ms": ms, **pfields}, arrays), copy=False)
                 self.dealer.send_multipart(protocol.encode("done", {"id": rid, "ms": ms}))
                 self.rendered += 1

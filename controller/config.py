@@ -91,6 +91,7 @@ class TrainerCfg:
     weight_decay: float = 1e-4
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    ranks: int = 1  # data-parallel trainer processes (torchrun, PyTorch DDP), each fed a disjoint share
     val_data: Optional[str] = None  # .npz / IDX path; None = the scene's val_data, else scikit-learn's real 8×8 digits
     val_stream_samples: int = 1024  # held out from the stream when validating on "stream"
     val_every: int = 25_000  # samples between validations

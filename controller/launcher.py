@@ -87,8 +87,14 @@ class LocalCluster:
         return self.endpoint
 
     def start_trainer(self) -> None:
-        self._spawn(Child("trainer", [sys.executable, "-m", "trainer.train", "--config", str(self.config_path),
-                                      f"--controller={self.endpoint}"]))
+        args = ["trainer.train", "--config", str(self.config_path), f"--controller={self.endpoint}"]
+        ranks = self.cfg.trainer.ranks
+        if ranks > 1:  # PyTorch DDP: torchrun starts one trainer per rank
+            argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+                    "-m", *args]
+        else:
+            argv = [sys.executable, "-m", *args]
+        self._spawn(Child("trainer", argv))
 
     def supervise(self) -> int:
         """Wait for the trainer to finish; restart dead workers; fail fast on the others."""
@@ -234,7 +240,7 @@ def check(cfg: RunConfig) -> None:
     if not 0.0 <= cfg.trainer.real_fraction < 1.0:
         raise config_mod.ConfigError("trainer.real_fraction must be in [0, 1)")
     for key in ("launcher.workers", "controller.request_size", "controller.credits", "budget.samples",
-                "trainer.batch_size"):
+                "trainer.batch_size", "trainer.ranks"):
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 1:
             raise config_mod.ConfigError(f"{key} must be >= 1")

@@ -22,6 +22,13 @@ from blender_gen.space import ParamSpace
 from controller import paramlog
 
 
+def stream_logs(run_dir: Path) -> list[Path]:
+    """The trainer's consumption logs: stream.jsonl, or one stream.rank<r>.jsonl per DDP rank."""
+    single = run_dir / "stream.jsonl"
+    return [single] if single.exists() else sorted(run_dir.glob("stream.rank*.jsonl"),
+                                                   key=lambda p: int(p.stem.rpartition("rank")[2]))
+
+
 def regenerate(run_dir: str | Path) -> Iterator[tuple[int, np.ndarray, np.ndarray, str]]:
     """(request id, images, labels, digest) in the order the trainer consumed them."""
     run_dir = Path(run_dir)
@@ -31,9 +38,8 @@ def regenerate(run_dir: str | Path) -> Iterator[tuple[int, np.ndarray, np.ndarra
         family.configure(dict(header.get("render", {})))
     space = ParamSpace.from_mapping(header["space"])
     by_id = {r["id"]: r for r in records}
-    stream = run_dir / "stream.jsonl"
-    order = ([json.loads(line)["id"] for line in open(stream) if line.strip()] if stream.exists()
-             else sorted(by_id))
+    logs = stream_logs(run_dir)
+    order = [json.loads(line)["id"] for f in logs for line in open(f) if line.strip()] if logs else sorted(by_id)
     for rid in order:
         rec = by_id[rid]
         params, seeds = space.sample(rec["action"], rec["seed"], rec["n"])
@@ -58,8 +64,8 @@ def main(argv: list[str]) -> int:
         print(f"otfgen replay: warning: the rendering code changed since this run (code {header['code']}, now "
               f"{families.code_digest()}); mismatches may come from that", file=sys.stderr)
     recorded = {}
-    if (run_dir / "stream.jsonl").exists():
-        for line in open(run_dir / "stream.jsonl"):
+    for f in stream_logs(run_dir):
+        for line in open(f):
             if line.strip():
                 r = json.loads(line)
                 recorded[r["id"]] = r["digest"]

@@ -47,6 +47,7 @@ class Request:
     issued_at: float = 0.0
     rendered_at: float | None = None
     issues: int = 0
+    rank: int = 0  # the trainer rank this request's batch goes to
 
 
 @dataclass
@@ -112,9 +113,14 @@ class Controller:
         self.reissued = 0
         self.failed = 0
         self.consecutive_failures = 0
-        self.trainer: bytes | None = None
-        self.trainer_pull: str | None = None
+        self.trainer: bytes | None = None  # rank 0 (or the only trainer)
+        self.trainer_pull: str | None = None  # set once every rank has registered
         self.trainer_seen = 0.0
+        # data-parallel training: one trainer per rank, each fed a disjoint share of the budget
+        self.world = 1
+        self.ranks: dict[int, tuple[bytes, str]] = {}  # rank -> (identity, PULL endpoint)
+        self.rank_issued: list[int] = [0]
+        self.finished_ranks: set[int] = set()
         self.rejects = protocol.RejectCounter()
         self.finished = False
         self.awaiting_losses: dict[int, dict] = {}
@@ -208,7 +214,7 @@ class Controller:
         handler = getattr(self, "_on_" + msg.kind, None)
         if ident in self.workers:
             self.workers[ident].last_seen = now
-        if ident == self.trainer:
+        if ident == self.trainer or any(ident == t for t, _ in self.ranks.values()):
             self.trainer_seen = now
         if handler is None:
             self.rejects["unexpected_kind"] += 1
@@ -232,7 +238,8 @@ class Controller:
             if not w.welcomed:
                 w.welcomed = self._send(ident, "welcome", {
                     "family": self.cfg.scene.name, "space": self.space.to_mapping(), "render": dict(self.cfg.scene.render),
-                    "push": self.trainer_pull, "heartbeat_s": self.cfg.controller.heartbeat_s})
+                    "push": self.trainer_pull, "heartbeat_s": self.cfg.controller.heartbeat_s,
+                    "push_all": [self.ranks[r][1] for r in range(self.world)]})
 
     def _on_credit(self, ident: bytes, msg) -> None:
         w = self.workers.get(ident)
@@ -295,7 +302,6 @@ class Controller:
                 self.reissue.append(rid)
 
     def _dispatch(self, now: float) -> None:
-        budget = self.cfg.budget.samples
         cc = self.cfg.controller
         # bound what is issued but not yet delivered: keeps the policy's feedback fresh and the
         # queues short (credits alone bound each worker, not the trainer's backlog)
@@ -307,33 +313,47 @@ class Controller:
                     if req is None:
                         continue  # delivered meanwhile
                     self.reissued += 1
-                elif self.issued_samples < budget and len(self.open) < max_open:
+                elif self._remaining() > 0 and len(self.open) < max_open:
                     req = self._new_request()
                 else:
                     return
                 self._issue(ident, w, req, now)
 
+    def _share(self, rank: int) -> int:
+        """Samples for ``rank``: equal shares (ranks of a DDP job must take the same number of
+        steps); a remainder of budget % world samples is not generated."""
+        return self.cfg.budget.samples // self.world
+
+    def _remaining(self) -> int:
+        return sum(self._share(r) - self.rank_issued[r] for r in range(self.world))
+
     def _new_request(self) -> Request:
-        n = min(self.cfg.controller.request_size, self.cfg.budget.samples - self.issued_samples)
+        # the rank furthest behind its share gets the next request (one rank: all of them)
+        rank = min(range(self.world), key=lambda r: (self.rank_issued[r] - self._share(r), r))
+        n = min(self.cfg.controller.request_size, self._share(rank) - self.rank_issued[rank])
+        self.rank_issued[rank] += n
         rid = self.next_id
         self.next_id += 1
         action = self.policy.act()
         seed = request_seed(self.cfg.seed, rid)
         params, seeds = self.space.sample(action, seed, n)
-        req = Request(rid, seed, action, params, seeds, step=rid)
+        req = Request(rid, seed, action, params, seeds, step=rid, rank=rank)
         self.open[rid] = req
         self.issued_samples += n
         return req
 
     def _issue(self, ident: bytes, w: WorkerState, req: Request, now: float) -> None:
         if req.issues == 0:
-            self.plog.append({"id": req.id, "family": self.cfg.scene.name, "n": len(req.seeds), "seed": req.seed,
-                              "action": req.action, "worker": w.name, "step": req.step})
+            rec = {"id": req.id, "family": self.cfg.scene.name, "n": len(req.seeds), "seed": req.seed,
+                   "action": req.action, "worker": w.name, "step": req.step}
+            if self.world > 1:
+                rec["rank"] = req.rank
+            self.plog.append(rec)
         req.issues += 1
         req.worker, req.issued_at, req.rendered_at = ident, now, None
         pfields, parrays = protocol.pack_params(req.params)
-        ok = self._send(ident, "request", {"id": req.id, "family": self.cfg.scene.name, "n": len(req.seeds), **pfields},
-                        {"seeds": req.seeds, **parrays})
+        ok = self._send(ident, "request", {"id": req.id, "family": self.cfg.scene.name, "n": len(req.seeds),
+                                           "rank": req.rank, **pfields}, {"seeds": req.seeds, **parrays})
         w.credits -= 1
         if ok:
             w.open.add(req.id)
@@ -343,15 +363,30 @@ class Controller:
 
     # -- trainer ---------------------------------------------------------------------------------
     def _on_trainer(self, ident: bytes, msg) -> None:
-        self.trainer, self.trainer_pull, self.trainer_seen = ident, msg["pull"], time.monotonic()
+        rank, world = msg.fields.get("rank", 0), msg.fields.get("world", 1)
+        if not (isinstance(rank, int) and isinstance(world, int) and 0 <= rank < world <= 1024) or (
+                self.ranks and world != self.world):
+            self.rejects["bad_rank"] += 1
+            log.warning("controller: trainer registration with rank %r of %r refused (world is %d)", rank, world,
+                        self.world)
+            return
+        if world != self.world:
+            self.world, self.rank_issued = world, [0] * world
+        self.ranks[rank] = (ident, msg["pull"])
+        self.trainer_seen = time.monotonic()
+        if rank == 0:
+            self.trainer = ident
         if self.policy.needs_realism and not msg.fields.get("realism"):
             log.warning("controller: policy %s needs feature distances the trainer does not send", self.policy.name)
-        log.info("controller: trainer registered, data to %s", self.trainer_pull)
+        log.info("controller: trainer rank %d/%d registered, data to %s", rank, world, msg["pull"])
         fam = families.load(self.cfg.scene.name)
         self._send(ident, "info", {"family": self.cfg.scene.name, "space": self.space.to_mapping(),
                                    "num_classes": fam.NUM_CLASSES})
+        if len(self.ranks) < self.world:
+            return  # workers are welcomed once every rank can receive
+        self.trainer_pull = self.ranks[0][1]
         for w in self.workers.values():
-            w.welcomed = False  # re-welcome: the push address may have changed
+            w.welcomed = False  # re-welcome: the push addresses may have changed
         self._welcome_waiting()
 
     def _on_delivered(self, ident: bytes, msg) -> None:
@@ -385,7 +420,9 @@ class Controller:
         self.policy.observe_validation(msg["metrics"])
 
     def _on_finished(self, ident: bytes, msg) -> None:
-        self.finished = True
+        ranks = [r for r, (t, _) in self.ranks.items() if t == ident] or [0]
+        self.finished_ranks.update(ranks)
+        self.finished = len(self.finished_ranks) >= self.world
 
     def _metrics(self) -> dict:
         return {"ctrl/requests": self.next_id, "ctrl/delivered": self.delivered,

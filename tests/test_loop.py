@@ -193,3 +193,19 @@ def test_validation_images_of_the_wrong_size_are_a_clear_error(tmp_path, env):
     p, _ = _run(tmp_path, env, "budget.samples=512", f"trainer.val_data={bad}", timeout=120)
     assert p.returncode != 0
     assert "are 32×32 but scene mnist2d renders 28×28" in p.stderr
+
+
+def test_data_parallel_trainer_ranks_get_disjoint_shares(tmp_path, env):
+    """trainer.ranks=2: torchrun starts two DDP trainers (gloo on CPU); each receives its own half
+    of the requests, together all of them exactly once, and the run replays."""
+    p, run_dir = _run(tmp_path, env, "trainer.ranks=2", "budget.samples=4096", "trainer.val_every=4096")
+    assert p.returncode == 0, p.stderr[-3000:]
+    shares = [[json.loads(line)["id"] for line in open(run_dir / f"stream.rank{r}.jsonl")] for r in (0, 1)]
+    issued = [json.loads(line) for line in open(run_dir / "params.jsonl").readlines()[1:]]
+    assert len(shares[0]) == len(shares[1]) == 8 and not set(shares[0]) & set(shares[1])
+    assert sorted(shares[0] + shares[1]) == sorted(r["id"] for r in issued)
+    assert {r["rank"] for r in issued if r["id"] in shares[1]} == {1}
+    m = [json.loads(line) for line in open(run_dir / "metrics.jsonl") if '"val/acc"' in line]
+    assert m[-1]["train/samples"] == 4096
+    r = subprocess.run(otfgen_cmd("replay", str(run_dir)), env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and json.loads(r.stdout)["matched"] == 16

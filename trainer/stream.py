@@ -67,11 +67,13 @@ class _Received:
 class Stream(IterableDataset):
     def __init__(self, controller: str, batch_size: int = 128, samples: int | None = None,
                  bind: str = "tcp://127.0.0.1", queue_size: int = 8, data_timeout_s: float = 60.0,
-                 on_request=None, realism: bool = False, keys: str | None = None, advertise: str | None = None):
+                 on_request=None, realism: bool = False, keys: str | None = None, advertise: str | None = None,
+                 rank: int = 0, world: int = 1):
         super().__init__()
         self.controller, self.batch_size, self.samples = controller, batch_size, samples
         self.bind, self.data_timeout_s = bind, data_timeout_s
         self.advertise = advertise  # the host workers use to reach the PULL socket
+        self.rank, self.world = rank, world  # data-parallel trainers: each rank registers its own PULL
         # checked here, in the caller's thread: a bad key or a public bind without keys fails loudly
         self._keys = security.for_endpoint(keys, "trainer.bind", bind, server=True)
         if self._keys is None and not security.is_private(controller):
@@ -178,7 +180,8 @@ class Stream(IterableDataset):
                 self.pull_endpoint = pull.getsockopt_string(zmq.LAST_ENDPOINT)
             self.pull_endpoint = _advertised(self.pull_endpoint, self.advertise)
             dealer.connect(self.controller)
-            dealer.send_multipart(protocol.encode("trainer", {"pull": self.pull_endpoint, "realism": self.realism}))
+            dealer.send_multipart(protocol.encode("trainer", {"pull": self.pull_endpoint, "realism": self.realism,
+                                                              "rank": self.rank, "world": self.world}))
             poller = zmq.Poller()
             poller.register(dealer, zmq.POLLIN)
             poller.register(pair, zmq.POLLIN)

@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -23,17 +24,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from blender_gen.security import KeysError
 from controller import config as config_mod
 from controller.config import RunConfig
 from trainer import plots
-from blender_gen.security import KeysError
 from trainer.data import BUILTIN, DataError, few_per_class, load_dataset
-
-VAL_STREAM = "stream"
 from trainer.models import build, to_input
 from trainer.stream import Stream, StreamError
 
 log = logging.getLogger("otfgen.train")
+VAL_STREAM = "stream"
+
+
+def distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) under torchrun; (0, 1, 0) otherwise."""
+    import os
+
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
 def pick_device(name: str) -> torch.device:
@@ -76,6 +83,17 @@ def train(cfg: RunConfig, controller: str) -> dict:
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
     device = pick_device(tc.device)
+    rank, world, local_rank = distributed()
+    main_rank = rank == 0
+    if world > 1:  # data-parallel: each rank trains on its own disjoint share of the stream
+        import torch.distributed as tdist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        log.info("trainer: rank %d of %d on %s", rank, world, device)
+    share = cfg.budget.samples // world
     torch.manual_seed(cfg.seed)
     val_src = tc.val_data or cfg.scene.val_data or BUILTIN
     image_shape = tuple(cfg.scene.image_shape)
@@ -111,26 +129,33 @@ def train(cfg: RunConfig, controller: str) -> dict:
                            "needs_realism", False))
     if realism and reward_x is None:
         raise config_mod.ConfigError(f"policy={cfg.policy.name} needs trainer.reward_split > 0")
+    if realism and world > 1:
+        raise config_mod.ConfigError(f"policy={cfg.policy.name} is not supported with trainer.ranks > 1")
     real_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     n_real = round(tc.batch_size * tc.real_fraction / max(1e-9, 1 - tc.real_fraction)) if real else 0
 
-    stream_log = open(run_dir / "stream.jsonl", "w", buffering=1)
+    stream_log = open(run_dir / ("stream.jsonl" if world == 1 else f"stream.rank{rank}.jsonl"), "w", buffering=1)
 
     def on_request(rid: int, n: int, digest: str, worker: str) -> None:
         stream_log.write(json.dumps({"id": rid, "n": n, "digest": digest, "worker": worker}) + "\n")
 
     stream = Stream(controller, bind=tc.bind, keys=cfg.controller.keys, advertise=tc.advertise,
-                    batch_size=tc.batch_size, samples=cfg.budget.samples, queue_size=tc.queue,
+                    batch_size=tc.batch_size, samples=share, queue_size=tc.queue, rank=rank, world=world,
                     data_timeout_s=tc.data_timeout_s, on_request=on_request, realism=realism)
-    metrics_f = open(run_dir / "metrics.jsonl", "a", buffering=1)
+    metrics_f = open(run_dir / "metrics.jsonl" if main_rank else os.devnull, "a", buffering=1)
     history = []
     with stream:
         num_classes = int(stream.info["num_classes"])
         in_ch = image_shape[2] if len(image_shape) == 3 else 1
-        model = build(cfg.model.name, in_channels=in_ch, num_classes=num_classes,
-                      width=cfg.model.width, dropout=cfg.model.dropout, hidden=cfg.model.hidden).to(device)
+        net = build(cfg.model.name, in_channels=in_ch, num_classes=num_classes,
+                    width=cfg.model.width, dropout=cfg.model.dropout, hidden=cfg.model.hidden).to(device)
+        model = net  # what the training step calls: the DDP wrapper when data-parallel
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
         opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        total_steps = max(1, math.ceil(cfg.budget.samples / tc.batch_size) + 8)
+        total_steps = max(1, math.ceil(share / tc.batch_size) + 8)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total_steps, pct_start=0.15)
         grid_images: list[np.ndarray] = []
         mu_real = None
@@ -150,7 +175,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
             val_x, val_y = np.concatenate(xs), np.concatenate(ys)
             log.info("trainer: device %s, validation on %d held-out generated samples (trainer.val_data=%s)",
                      device, len(val_y), VAL_STREAM)
-            next_val = stream.consumed + tc.val_every
+            next_val = stream.consumed * world + tc.val_every
         while True:
             t0 = time.perf_counter()
             try:
@@ -167,9 +192,9 @@ def train(cfg: RunConfig, controller: str) -> dict:
                 xb, y = torch.cat([xb, real[0][j]]), torch.cat([y, real[1][j]])
             if realism:
                 if mu_real is None:
-                    mu_real = real_feature_mean(model, reward_x, device)
-                feats = model.embed(to_input(xb))
-                logits = model.head(feats)
+                    mu_real = real_feature_mean(net, reward_x, device)
+                feats = net.embed(to_input(xb))
+                logits = net.head(feats)
                 with torch.no_grad():
                     dist = (F.normalize(feats[:n_gen], dim=1) - mu_real).pow(2).sum(1).float().cpu().numpy()
             else:
@@ -189,37 +214,43 @@ def train(cfg: RunConfig, controller: str) -> dict:
             if now - last_log >= tc.log_every_s:
                 last_log = now
                 log.info("trainer: %7d / %d samples (%.0f%%)  loss %.3f  %.0f samples/s  data wait %.1f%%",
-                         stream.consumed, cfg.budget.samples, 100 * stream.consumed / cfg.budget.samples, loss_ema,
-                         stream.consumed / (now - t_start), 100 * stream.wait_s / max(step_time, 1e-9))
-            if stream.consumed >= next_val or stream.consumed >= cfg.budget.samples:
+                         stream.consumed * world, cfg.budget.samples, 100 * stream.consumed / share, loss_ema,
+                         stream.consumed * world / (now - t_start), 100 * stream.wait_s / max(step_time, 1e-9))
+            if main_rank and (stream.consumed * world >= next_val or stream.consumed >= share):
                 next_val += tc.val_every
-                m = _validate(model, val_x, val_y, device, num_classes, stream, t_start, step_time, loss_ema)
+                m = _validate(net, val_x, val_y, device, num_classes, stream, t_start, step_time, loss_ema, world)
                 if reward_x is not None:
-                    r = evaluate(model, reward_x, reward_y, device, num_classes)
+                    r = evaluate(net, reward_x, reward_y, device, num_classes)
                     m.update({"reward/acc": r["acc"], "reward/acc_class": r["acc_class"]})
-                    mu_real = real_feature_mean(model, reward_x, device) if realism else None
+                    mu_real = real_feature_mean(net, reward_x, device) if realism else None
                 history.append(m)
                 metrics_f.write(json.dumps(m) + "\n")
                 stream.report_metrics(m)
                 log.info("trainer: %7d samples  loss %.3f  val acc %.4f  %.0f samples/s  data wait %.1f%%",
                          m["train/samples"], loss_ema, m["val/acc"], m["train/samples_per_s"],
                          100 * m["train/data_wait"])
-        if not history or history[-1]["train/samples"] != stream.consumed:
-            m = _validate(model, val_x, val_y, device, num_classes, stream, t_start, step_time, loss_ema)
+        if main_rank and (not history or history[-1]["train/samples"] != stream.consumed * world):
+            m = _validate(net, val_x, val_y, device, num_classes, stream, t_start, step_time, loss_ema, world)
             history.append(m)
             metrics_f.write(json.dumps(m) + "\n")
             stream.report_metrics(m)
     stream_log.close()
     metrics_f.close()
-    torch.save({"model": model.state_dict(), "model_cfg": asdict(cfg.model), "in_channels": in_ch,
-                "num_classes": num_classes, "image_shape": list(image_shape), "samples": stream.consumed,
+    if world > 1:
+        tdist.barrier()
+        tdist.destroy_process_group()
+        if not main_rank:
+            log.info("trainer: rank %d done: %d samples", rank, stream.consumed)
+            return {}
+    torch.save({"model": net.state_dict(), "model_cfg": asdict(cfg.model), "in_channels": in_ch,
+                "num_classes": num_classes, "image_shape": list(image_shape), "samples": stream.consumed * world,
                 "family": cfg.scene.name, "val": {k: v for k, v in history[-1].items() if k.startswith("val/")}},
                run_dir / "checkpoint.pt")
     plots.accuracy_curve(history, run_dir / "val_accuracy.png", title=f"{cfg.scene.name}, {cfg.policy.name} policy")
     plots.sample_grid(np.stack(grid_images), run_dir / "samples.png")
     final = history[-1]
     log.info("trainer: done: %d samples in %.0f s, val acc %.4f on %d %s images; data wait %.1f%% of step time",
-             stream.consumed, time.perf_counter() - t_start, final["val/acc"], final["val/n"],
+             stream.consumed * world, time.perf_counter() - t_start, final["val/acc"], final["val/n"],
              "held-out generated" if val_src == VAL_STREAM else "real",
              100 * final["train/data_wait"])
     return final
@@ -235,11 +266,13 @@ def real_feature_mean(model, images: np.ndarray, device: torch.device) -> torch.
     return f.mean(0)
 
 
-def _validate(model, val_x, val_y, device, num_classes, stream: Stream, t_start, step_time, loss_ema) -> dict:
+def _validate(model, val_x, val_y, device, num_classes, stream: Stream, t_start, step_time, loss_ema,
+              world: int = 1) -> dict:
+    """Validation figures; sample counts are of all ranks (each consumes the same share)."""
     ev = evaluate(model, val_x, val_y, device, num_classes)
     elapsed = time.perf_counter() - t_start
-    return {"train/samples": stream.consumed, "train/loss": loss_ema, "train/elapsed_s": round(elapsed, 2),
-            "train/samples_per_s": stream.consumed / max(elapsed, 1e-9),
+    return {"train/samples": stream.consumed * world, "train/loss": loss_ema, "train/elapsed_s": round(elapsed, 2),
+            "train/samples_per_s": stream.consumed * world / max(elapsed, 1e-9),
             "train/data_wait": stream.wait_s / max(step_time, 1e-9),
             "train/duplicates": stream.duplicates, "train/rejected": stream.rejects.total,
             "val/acc": ev["acc"], "val/loss": ev["loss"], "val/n": ev["n"], "val/acc_class": ev["acc_class"],
