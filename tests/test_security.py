@@ -104,3 +104,34 @@ def test_strangers_get_nothing_in_and_nothing_out(tmp_path, env):
     assert "worker authorised (pid 1) joined" in out
     assert "no-keys" not in out and "unknown-key" not in out  # never registered
     assert "refused a peer with an unknown CURVE key" in out
+
+
+@pytest.mark.slow
+def test_a_worker_started_elsewhere_joins_by_address_with_keys(tmp_path, env):
+    """The multi-host shape on one machine: the controller binds a second loopback address with
+    CurveZMQ; a worker started by hand (as on a render host) joins by that address with the keys
+    and its batches reach the trainer."""
+    keys = security.generate(tmp_path / "keys")
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(otfgen_cmd(f"hydra.run.dir={run_dir}", "controller.bind=tcp://127.0.0.2",
+                                       f"controller.keys={keys}", "launcher.workers=1", "budget.samples=20480",
+                                       "trainer.val_every=20480", "trainer.threads=1", "controller.credits=1"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ext = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (run_dir / "endpoints.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        endpoint = json.loads((run_dir / "endpoints.json").read_text())["controller"]
+        ext = subprocess.Popen([sys.executable, "-m", "blender_gen.worker", f"controller={endpoint}", "id=remote-1",
+                                f"keys={keys}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out, _ = proc.communicate(timeout=300)
+        ext_out, _ = ext.communicate(timeout=30)
+    finally:
+        for p in (proc, ext):
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert proc.returncode == 0, out[-3000:]
+    assert ext.returncode == 0, ext_out[-2000:]
+    workers = {json.loads(line)["worker"] for line in open(run_dir / "stream.jsonl")}
+    assert "remote-1" in workers and "w0" in workers
