@@ -124,7 +124,7 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     body = np.maximum(_between(v, _F32(0.0), _F32(1.0)), au - _lerp(bw, bw * hem, v))
     body = np.maximum(body, (sh * au / bw - v) * _F32(0.9))  # sloping shoulders
     # sleeve: from the shoulder, outwards and down by `sleeve_drop` (radians below horizontal)
-    sw = (_F32(0.04) + _F32(0.035) * p["sleeve"]) * sleeve_w
+    sw = (_F32(0.05) + _F32(0.035) * p["sleeve"]) * sleeve_w
     inset = np.where(sleeve_drop < _F32(1.2), _F32(-0.5), _F32(0.2))  # short sleeves start inside the body
     ax, ay = bw + sw * inset, sh + sw * _F32(0.6)
     bx = ax + sleeve_len * np.cos(sleeve_drop)
@@ -172,7 +172,7 @@ def _front(cls, u, v, au, bw, p, r):
 
 
 def _tshirt(u, v, p, r):
-    bw = _F32(0.19) + _F32(0.07) * p["width"]
+    bw = _F32(0.15) + _F32(0.11) * p["width"]  # down to the narrow long tees the photos show
     ln = _F32(0.15) + _F32(0.17) * p["length"]
     drop = _F32(0.3) + _F32(0.5) * r[..., 2]
     tank = _flag(r[..., 9] < _F32(0.2))  # a fifth are sleeveless tops with a wide neck
@@ -185,25 +185,25 @@ def _pullover(u, v, p, r):
     # pullovers, coats and shirts share one range of outlines (from A-shaped to boxy): in the
     # real photos they differ mostly by the front, and giving each class its own outline taught
     # the model a cue the photos do not carry
-    bw = _F32(0.16) + _F32(0.09) * p["width"]
+    bw = _F32(0.17) + _F32(0.1) * p["width"]
     ln = _F32(0.72) + _F32(0.25) * p["length"]
-    drop = _F32(1.26) + _F32(0.24) * r[..., 2]
+    drop = _F32(1.36) + _F32(0.22) * r[..., 2]  # sleeves hang close to the body, as in the photos
     d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.88) + _F32(0.24) * p["heel"])
     return d, np.maximum(_F32(0.6) * seam, _front(2, u, v, au, bw, p, r))
 
 
 def _coat(u, v, p, r):
     # the pullover's outlines, a neck opening from small (high collar) to wide, and lapels
-    bw = _F32(0.16) + _F32(0.09) * p["width"]
+    bw = _F32(0.17) + _F32(0.1) * p["width"]
     ln = _F32(0.72) + _F32(0.25) * p["length"]
-    drop = _F32(1.26) + _F32(0.24) * r[..., 2]
+    drop = _F32(1.36) + _F32(0.22) * r[..., 2]  # sleeves hang close to the body, as in the photos
     d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.88) + _F32(0.24) * p["heel"],
                           neck=_F32(0.7) + _F32(0.6) * r[..., 9])
     lap_depth = _F32(0.15) + _F32(0.25) * r[..., 6]
     lapel = _line(au - (_F32(0.1) + _F32(0.06) * p["neckline"]) * (_F32(1.0) - v / lap_depth), _F32(0.02), v - lap_depth)
     # most coats in the photos close at the neck: a stand-up collar or hood fills the neck hole
     # that pullovers, shirts and T-shirts show
-    stand = r[..., 16] < _F32(0.6)
+    stand = r[..., 16] < _F32(0.15)
     cw = _F32(0.07) + _F32(0.06) * p["neckline"]
     collar = _box(u, v, _F32(0.0), _F32(0.02) * r[..., 17], cw, _F32(0.05))
     d = np.minimum(d, collar + _F32(9.0) * _flag(~stand))
@@ -213,10 +213,10 @@ def _coat(u, v, p, r):
 
 
 def _shirt(u, v, p, r):
-    bw = _F32(0.16) + _F32(0.09) * p["width"]
+    bw = _F32(0.17) + _F32(0.1) * p["width"]
     short = r[..., 9] < _F32(0.15)  # some shirts have short sleeves
     ln = np.where(short, _F32(0.1) + _F32(0.12) * p["length"], _F32(0.68) + _F32(0.27) * p["length"])
-    drop = np.where(short, _F32(0.4) + _F32(0.6) * r[..., 2], _F32(1.26) + _F32(0.24) * r[..., 2])
+    drop = np.where(short, _F32(0.4) + _F32(0.6) * r[..., 2], _F32(1.36) + _F32(0.22) * r[..., 2])
     d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.88) + _F32(0.24) * p["heel"])
     # shirt tails: on some, the hem curves up towards the sides
     tail = _F32(0.06) * r[..., 6] * _flag(r[..., 10] < _F32(0.5))
@@ -325,6 +325,9 @@ def _sneaker(u, v, p, r, H):
     op = _ellipse(u, v, uc + _F32(0.05) * r[..., 1], _F32(0.0), _F32(0.08) + _F32(0.1) * p["neckline"],
                   (_F32(0.05) + _F32(0.2) * p["neckline"]) * H)
     d = np.maximum(d, -op)
+    # a rounded toe cap and heel: the outline stays inside a wide ellipse standing on the sole
+    # (square-cornered sneakers taught that a rounded toe means ankle boot)
+    d = np.maximum(d, _ellipse(u, v, _F32(0.06), H, _F32(0.62), H * (_F32(1.0) + _F32(0.15) * r[..., 6])))
     sole_line = _line(v - (H - sole), _F32(0.015))
     lace = _line(u + v * (_F32(0.6) + _F32(0.6) * r[..., 2]) - _F32(0.05), _F32(0.03), v - H + sole) * r[..., 3]
     # two side stripes (the three-stripe / swoosh look) behind the laces
@@ -398,7 +401,7 @@ _CLASSES = {
 _SHAPE_PARAMS = ("width", "length", "sleeve", "neckline", "heel")
 # class -> fraction of the gap to full brightness closed: the real coats average level 175 on
 # the product against ~145 for shirts and pullovers (Fashion-MNIST test images)
-_LIGHT = {4: 0.2}
+_LIGHT: dict[int, float] = {}
 
 
 # --------------------------------------------------------------------------------------------
