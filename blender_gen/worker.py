@@ -145,10 +145,19 @@ def _loop(worker_id, dealer, pushes, renderer, heartbeat_s, silent_after_s, reje
     io = _IO(worker_id, dealer, pushes, heartbeat_s, silent_after_s, rejects, todo)
     thread = threading.Thread(target=io.run, name=f"{worker_id}-io", daemon=True)
     thread.start()
+    try:
+        _render_requests(worker_id, renderer, todo, io, len(pushes))
+    finally:  # also on Ctrl-C: the sockets are closed only after the I/O thread has let go of them
+        io.stop.set()
+        thread.join(timeout=5)
+    return io.code
+
+
+def _render_requests(worker_id, renderer, todo: queue.Queue, io: "_IO", n_ranks: int) -> None:
     while True:
         msg = todo.get()
         if msg is None:
-            break
+            return
         rid = msg["id"]
         t0 = time.perf_counter()
         try:
@@ -156,8 +165,8 @@ def _loop(worker_id, dealer, pushes, renderer, heartbeat_s, silent_after_s, reje
             if seeds.dtype != np.uint64 or seeds.shape != (msg["n"],):
                 raise SpaceError(f"seeds must be uint64 [{msg['n']}], got {seeds.dtype}{seeds.shape}")
             rank = msg.fields.get("rank", 0)
-            if not (isinstance(rank, int) and 0 <= rank < len(pushes)):
-                raise SpaceError(f"rank {rank!r} is not one of the {len(pushes)} trainer ranks")
+            if not (isinstance(rank, int) and 0 <= rank < n_ranks):
+                raise SpaceError(f"rank {rank!r} is not one of the {n_ranks} trainer ranks")
             params = protocol.params_of(msg)
             images, labels = renderer.render(params, seeds)
         except (SpaceError, RuntimeError, ValueError) as e:
@@ -168,8 +177,6 @@ def _loop(worker_id, dealer, pushes, renderer, heartbeat_s, silent_after_s, reje
         pfields, parrays = protocol.pack_params(params)
         io.results.put((rid, (rank, msg["family"], ms, pfields, {"images": images, "labels": labels, "seeds": seeds,
                                                                   **parrays}), None))
-    thread.join()
-    return io.code
 
 
 class _IO:
@@ -179,7 +186,8 @@ class _IO:
         self.worker_id, self.dealer, self.pushes = worker_id, dealer, pushes
         self.heartbeat_s, self.silent_after_s, self.rejects, self.todo = heartbeat_s, silent_after_s, rejects, todo
         self.results: queue.Queue = queue.Queue()
-        self.code = 0
+        self.stop = threading.Event()  # set by the render thread when it is leaving (e.g. Ctrl-C)
+        self.code = 130
         self.rendered = 0
 
     def run(self) -> None:
@@ -213,7 +221,7 @@ class _IO:
     def _run(self) -> int:
         last_heard = last_sent = time.monotonic()
         poll_ms = max(5, min(50, int(self.heartbeat_s * 1000)))
-        while True:
+        while not self.stop.is_set():
             if self._send_results():
                 last_sent = time.monotonic()
             now = time.monotonic()
@@ -239,6 +247,7 @@ class _IO:
             if msg.kind == "request":
                 self.todo.put(msg)  # credits bound how many wait here
             # heartbeats and anything harmless: being heard is enough
+        return 130  # the render thread left first (interrupted)
 
 
 def _kv_args(argv: list[str]) -> dict[str, str]:
