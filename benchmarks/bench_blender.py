@@ -56,9 +56,24 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=6)
     ap.add_argument("--naive", type=int, default=20, help="images rendered one per frame for the baseline")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--cell-px", type=int, default=0,
+                    help="render cells of this size instead of the family's (e.g. 32 for the 32×32 target); "
+                         "images/s only, the images are not the family's shape")
     args = ap.parse_args()
     fam, space = families.load(args.family), families.default_space(args.family)
     base = {"device": args.device, "threads": args.threads}
+    if args.cell_px:
+        fam.configure({**base, "samples": args.samples})
+        scene = fam._Scene({**fam.OPTIONS, "cell_px": args.cell_px})  # same scene code, other cell size
+        cells = scene.grid.capacity
+        scene._render_chunk(*space.sample(None, 0, cells))
+        t0 = time.perf_counter()
+        for k in range(args.frames):
+            out = scene._render_chunk(*space.sample(None, 1 + k, cells))
+        ips = args.frames * cells / (time.perf_counter() - t0)
+        print(f"{args.family} cells of {args.cell_px}×{args.cell_px} px on {scene.device}, {args.samples} samples/px: "
+              f"{ips:.1f} images/s (output {out.shape[1:]})")
+        return
 
     fam.configure({**base, "samples": args.samples})
     opts = dict(fam.OPTIONS)
