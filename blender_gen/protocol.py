@@ -178,6 +178,9 @@ def _check_desc(desc: Any, seen: Mapping[str, Any]) -> tuple[str, np.dtype, tupl
     if (not isinstance(shape, list) or len(shape) > MAX_NDIM
             or not all(type(s) is int and 0 <= s <= MAX_MESSAGE_BYTES for s in shape)):
         raise ProtocolError("bad_array", f"array '{name}': shape {str(shape)[:80]} is not a list of <= {MAX_NDIM} sizes")
+    # an empty array may not hide an impossible shape: numpy refuses [0, 3, 41895, 561025, 32701229]
+    if math.prod(s for s in shape if s) * _DTYPE_OF[dtype].itemsize > MAX_MESSAGE_BYTES:
+        raise ProtocolError("bad_array", f"array '{name}': shape {str(shape)[:80]} exceeds {MAX_MESSAGE_BYTES} bytes")
     return name, _DTYPE_OF[dtype], tuple(shape)
 
 
