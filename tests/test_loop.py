@@ -119,6 +119,12 @@ def test_ctrl_c_stops_everything(tmp_path, env):
         time.sleep(1.0)
         endpoint = json.loads((run_dir / "endpoints.json").read_text())["controller"]
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # say which process did not stop (seen once, on a loaded machine)
+            ps = subprocess.run(["ps", "-o", "pid,stat,wchan:24,cmd", "-g", str(proc.pid)], capture_output=True,
+                                text=True).stdout
+            raise AssertionError(f"the run did not stop within 60 s of Ctrl-C; still running:\n{ps}") from None
         proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
