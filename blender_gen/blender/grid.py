@@ -87,6 +87,15 @@ class Grid:
         return cells.reshape(self.rows * self.cols, p, p, -1)[:n]
 
 
+def in_frames(render_chunk, params: dict, seeds: np.ndarray, capacity: int, image_shape: tuple) -> np.ndarray:
+    """Render a batch of any size as consecutive frames of at most ``capacity`` cells, in order."""
+    out = np.empty((len(seeds),) + tuple(image_shape), np.uint8)
+    for s in range(0, len(seeds), capacity):
+        sl = slice(s, min(s + capacity, len(seeds)))
+        out[sl] = render_chunk({k: np.asarray(v)[sl] for k, v in params.items()}, seeds[sl])
+    return out
+
+
 def free_scene(scene, extra=()) -> None:
     """Remove a scene with its objects, their data and materials, collections and world."""
     bpy = require_bpy()

@@ -410,13 +410,7 @@ class _Scene:
         return True
 
     def render(self, params: dict, seeds: np.ndarray) -> np.ndarray:
-        out = np.empty((len(seeds),) + IMAGE_SHAPE, np.uint8)
-        cap = self.grid.capacity
-        for s in range(0, len(seeds), cap):
-            sl = slice(s, min(s + cap, len(seeds)))
-            chunk = {k: np.asarray(v)[sl] for k, v in params.items()}
-            out[sl] = self._render_chunk(chunk, seeds[sl])
-        return out
+        return grid.in_frames(self._render_chunk, params, seeds, self.grid.capacity, IMAGE_SHAPE)
 
     def _render_chunk(self, p: dict, seeds: np.ndarray) -> np.ndarray:
         from mathutils import Euler, Matrix
