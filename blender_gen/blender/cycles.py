@@ -30,7 +30,7 @@ def install_capture() -> None:
     global _installed
     if _installed:
         return
-    bpy = require_bpy()
+    require_bpy()
     import cycles  # Blender's bundled add-on; registered when bpy is imported
 
     engine_cls = cycles.CyclesRender
@@ -53,7 +53,6 @@ def install_capture() -> None:
 
     engine_cls.render = render_and_capture
     _installed = True
-    del bpy
 
 
 def render_frame(scene) -> np.ndarray:
@@ -132,15 +131,3 @@ def configure(scene, *, samples: int, width: int, height: int, threads: int = 0,
     c.pixel_filter_type = "BOX"  # a sample's pixels never see a neighbouring cell
     c.filter_width = 1.0
     scene.view_settings.view_transform = "Standard"
-
-
-class Timer:
-    """Seconds spent per stage, for the benchmark's 'where the time goes' line."""
-
-    def __init__(self):
-        self.t: dict[str, float] = {}
-
-    def add(self, name: str, since: float) -> float:
-        now = time.perf_counter()
-        self.t[name] = self.t.get(name, 0.0) + now - since
-        return now

@@ -130,12 +130,52 @@ def light_colour(warmth: np.ndarray) -> np.ndarray:
     return np.where(w >= 0, 1 + w * (warm - 1), 1 - w * (cool - 1))
 
 
-def set_attr_inputs(node_tree, names: list[str]) -> dict:
-    """Attribute nodes reading per-object custom properties (one shared material for all cells)."""
-    out = {}
-    for n in names:
-        a = node_tree.nodes.new("ShaderNodeAttribute")
-        a.attribute_type = "OBJECT"
-        a.attribute_name = n
-        out[n] = a
-    return out
+def object_attribute(node_tree, name: str):
+    """An Attribute node reading the object's custom property ``name``: one material shared by all
+    cells, each cell's values set on its objects."""
+    a = node_tree.nodes.new("ShaderNodeAttribute")
+    a.attribute_type, a.attribute_name = "OBJECT", name
+    return a
+
+
+def check_options(options: dict, defaults: dict, cell_px: int) -> dict:
+    """A Blender family's render options merged over its defaults, or a ValueError saying which."""
+    from blender_gen.blender import BlenderDeviceError
+    from blender_gen.blender.cycles import DEVICES
+
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown render options {sorted(unknown)}; known: {sorted(defaults)}")
+    opts = {**defaults, **options}
+    if str(opts["device"]).lower() not in DEVICES:
+        raise BlenderDeviceError(f"render option device must be one of {DEVICES}, got {opts['device']!r}")
+    for key in ("samples", "rows", "cols", "cell_px", "threads"):
+        if not isinstance(opts[key], int) or opts[key] < (0 if key == "threads" else 1):
+            raise ValueError(f"render option {key} must be a positive integer, got {opts[key]!r}")
+    if opts["cell_px"] != cell_px:
+        raise ValueError(f"render option cell_px must be {cell_px} (the family's image size)")
+    if opts["rows"] * opts["cols"] > MAX_CELLS:
+        raise ValueError(f"render options rows × cols must be at most {MAX_CELLS} cells (one Cycles light-linking "
+                         f"set each), got {opts['rows']}×{opts['cols']}")
+    return opts
+
+
+def blur_and_noise(img: np.ndarray, blur: np.ndarray, noise: np.ndarray, seeds: np.ndarray, stream: str) -> np.ndarray:
+    """Display values [n, H, W(, C)] in [0, 1] -> per-sample Gaussian camera blur (std ``blur``
+    pixels, 7 taps, separable) and Gaussian sensor noise (std ``noise``, drawn from each sample's
+    seed) -> uint8."""
+    from blender_gen import rng
+
+    n, H, W = img.shape[:3]
+    tail = (1,) * (img.ndim - 1)
+    if np.any(blur > 0):
+        x = np.arange(-3, 4, dtype=np.float64)
+        k = np.exp(-0.5 * (x[None] / np.maximum(blur[:, None], 1e-6)) ** 2)
+        k[blur <= 0] = (x == 0)
+        k /= k.sum(1, keepdims=True)
+        pad = np.pad(img, ((0, 0), (3, 3), (3, 3)) + ((0, 0),) * (img.ndim - 3), mode="edge")
+        rows = sum(k[:, j].reshape(n, *tail) * pad[:, j: j + H] for j in range(7))
+        img = sum(k[:, j].reshape(n, *tail) * rows[:, :, j: j + W] for j in range(7))
+    z = rng.normal(seeds, stream, img[0].size).reshape(img.shape).astype(np.float64)
+    img = img + noise.reshape(n, *tail) * z
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)

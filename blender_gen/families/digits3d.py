@@ -27,7 +27,7 @@ import numpy as np
 
 from blender_gen import rng
 from blender_gen.families import batch_labels
-from blender_gen.families.mnist2d import SKELETONS
+from blender_gen.families.mnist2d import _C, _COUNT, _FIRST, SKELETONS, _catmull_rom_rows
 
 NAME = "digits3d"
 IMAGE_SHAPE = (28, 28)
@@ -42,28 +42,7 @@ log = logging.getLogger("otfgen.digits3d")
 OPTIONS = {"device": "auto", "samples": 4, "rows": 7, "cols": 9, "cell_px": IMAGE_SHAPE[0], "threads": 0}
 
 _PER_SEG = 6  # curve points per skeleton segment (Catmull-Rom)
-_ENTRIES = [(d, sk) for d in range(NUM_CLASSES) for sk in SKELETONS[d]]
-_FIRST = np.searchsorted([d for d, _ in _ENTRIES], np.arange(NUM_CLASSES))
-_COUNT = np.bincount([d for d, _ in _ENTRIES], minlength=NUM_CLASSES)
-_C = max(len(sk[0]) for _, sk in _ENTRIES)
-
-
-def _catmull_rom(p: np.ndarray, closed: bool, per_seg: int = _PER_SEG) -> np.ndarray:
-    """Dense points [M, 2] along a uniform Catmull-Rom spline through control points p [m, 2]."""
-    if closed:
-        ext = np.concatenate([p[-1:], p, p[:2]])
-        n_seg = len(p)
-    else:
-        ext = np.concatenate([2 * p[:1] - p[1:2], p, 2 * p[-1:] - p[-2:-1]])
-        n_seg = len(p) - 1
-    t = np.linspace(0.0, 1.0, per_seg, endpoint=False)[:, None]
-    out = []
-    for s in range(n_seg):
-        q0, q1, q2, q3 = ext[s], ext[s + 1], ext[s + 2], ext[s + 3]
-        out.append(0.5 * (2 * q1 + (-q0 + q2) * t + (2 * q0 - 5 * q1 + 4 * q2 - q3) * t ** 2
-                          + (-q0 + 3 * q1 - 3 * q2 + q3) * t ** 3))
-    out.append((ext[1] if closed else ext[-2])[None])
-    return np.concatenate(out)
+_ENTRIES = [(d, sk) for d in range(NUM_CLASSES) for sk in SKELETONS[d]]  # mnist2d's template order
 
 
 def strokes(params: dict, seeds: np.ndarray) -> list[list[np.ndarray]]:
@@ -83,7 +62,7 @@ def strokes(params: dict, seeds: np.ndarray) -> list[list[np.ndarray]]:
         c /= max(np.ptp(c[:, 1]), 1e-3)
         c[:, 0] *= float(params["aspect"][b])
         c[:, 0] += float(params["slant"][b]) * c[:, 1]
-        out.append([_catmull_rom(c[idx], closed) for idx, closed in strokes_])
+        out.append([_catmull_rom_rows(idx, closed, len(c), _PER_SEG) @ c for idx, closed in strokes_])
     return out
 
 
@@ -135,9 +114,9 @@ class _Scene:
         bsdf = nt.nodes["Principled BSDF"]
         info = nt.nodes.new("ShaderNodeObjectInfo")
         nt.links.new(info.outputs["Color"], bsdf.inputs["Base Color"])
-        rough = nt.nodes.new("ShaderNodeAttribute")
-        rough.attribute_type, rough.attribute_name = "OBJECT", "roughness"
-        nt.links.new(rough.outputs["Fac"], bsdf.inputs["Roughness"])
+        from blender_gen.blender import grid
+
+        nt.links.new(grid.object_attribute(nt, "roughness").outputs["Fac"], bsdf.inputs["Roughness"])
         return m
 
     @staticmethod
@@ -148,11 +127,9 @@ class _Scene:
         nt.nodes.remove(nt.nodes["Principled BSDF"])
         bsdf = nt.nodes.new("ShaderNodeBsdfDiffuse")  # matte ground: cheaper than a rough Principled BSDF
         nt.links.new(bsdf.outputs["BSDF"], nt.nodes["Material Output"].inputs["Surface"])
-        attr = {}
-        for name in ("bg_lo", "bg_hi", "bg_scale", "bg_w"):
-            a = nt.nodes.new("ShaderNodeAttribute")
-            a.attribute_type, a.attribute_name = "OBJECT", name
-            attr[name] = a
+        from blender_gen.blender import grid
+
+        attr = {name: grid.object_attribute(nt, name) for name in ("bg_lo", "bg_hi", "bg_scale", "bg_w")}
         noise = nt.nodes.new("ShaderNodeTexNoise")
         noise.noise_dimensions = "4D"
         noise.inputs["Detail"].default_value = 3.0
@@ -229,20 +206,11 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
 
 def _post(gray: np.ndarray, f: dict, seeds: np.ndarray) -> np.ndarray:
     """Linear luminance [n, H, W] -> display values with camera blur and sensor noise -> uint8."""
-    n, H, W = gray.shape
-    img = np.clip(gray, 0.0, 1.0) ** (1 / 2.2)
-    sigma = f["blur"][:n]
-    if np.any(sigma > 0):
-        x = np.arange(-3, 4, dtype=np.float64)
-        k = np.exp(-0.5 * (x[None] / np.maximum(sigma[:, None], 1e-6)) ** 2)
-        k[sigma <= 0] = (x == 0)
-        k /= k.sum(1, keepdims=True)
-        pad = np.pad(img, ((0, 0), (3, 3), (3, 3)), mode="edge")
-        rows = sum(k[:, j, None, None] * pad[:, j: j + H, :] for j in range(7))
-        img = sum(k[:, j, None, None] * rows[:, :, j: j + W] for j in range(7))
-    noise = rng.normal(seeds, "digits3d:sensor", H * W).reshape(n, H, W).astype(np.float64)
-    img = img + f["noise"][:n, None, None] * noise
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    from blender_gen.blender import grid
+
+    n = len(gray)
+    return grid.blur_and_noise(np.clip(gray, 0.0, 1.0) ** (1 / 2.2), f["blur"][:n], f["noise"][:n], seeds,
+                               "digits3d:sensor")
 
 
 _scene: _Scene | None = None
@@ -252,15 +220,9 @@ def configure(options: dict) -> None:
     """Set render options (device, samples, rows, cols, cell_px, threads) and build the scene now,
     so that a missing bpy or GPU is reported at start-up."""
     global _scene
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown render options {sorted(unknown)}; known: {sorted(OPTIONS)}")
-    opts = {**OPTIONS, **options}
-    for key in ("samples", "rows", "cols", "cell_px", "threads"):
-        if not isinstance(opts[key], int) or opts[key] < (0 if key == "threads" else 1):
-            raise ValueError(f"render option {key} must be a positive integer, got {opts[key]!r}")
-    if opts["cell_px"] != IMAGE_SHAPE[0]:
-        raise ValueError(f"render option cell_px must be {IMAGE_SHAPE[0]} (the family's image size)")
+    from blender_gen.blender import grid
+
+    opts = grid.check_options(options, OPTIONS, IMAGE_SHAPE[0])
     if _scene is None or _scene.opts != opts:
         _scene = None
         _scene = _build(opts)  # a failure leaves OPTIONS as they were

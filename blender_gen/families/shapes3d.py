@@ -176,12 +176,6 @@ def _build_mesh(bpy, name: str):
 
 # ----------------------------------------------------------------------------- materials
 
-def _attr(nt, name: str):
-    a = nt.nodes.new("ShaderNodeAttribute")
-    a.attribute_type, a.attribute_name = "OBJECT", name
-    return a
-
-
 def _math(nt, op: str, a, b=None):
     n = nt.nodes.new("ShaderNodeMath")
     n.operation = op
@@ -234,7 +228,7 @@ def _object_material(bpy):
     bsdf = nt.nodes["Principled BSDF"]
     tc = nt.nodes.new("ShaderNodeTexCoord")
     info = nt.nodes.new("ShaderNodeObjectInfo")
-    a = {n: _attr(nt, n)
+    a = {n: grid.object_attribute(nt, n)
          for n in ("col_b", "contrast", "pat_scale", "pat_w", "roughness", "metallic", "bump", "ambient")}
     fac = _noise(nt, tc.outputs["Object"], a["pat_scale"].outputs["Fac"], a["pat_w"].outputs["Vector"], 3.0)
     mr = nt.nodes.new("ShaderNodeMapRange")
@@ -251,15 +245,20 @@ def _object_material(bpy):
     nt.links.new(a["bump"].outputs["Fac"], bump.inputs["Strength"])
     nt.links.new(fac, bump.inputs["Height"])
     nt.links.new(bump.outputs["Normal"], bsdf.inputs["Normal"])
+    _ambient(nt, bsdf, base, a["ambient"].outputs["Color"])
+    _no_light_sampling(m)
+    return m
+
+
+def _ambient(nt, bsdf, base, ambient) -> None:
+    """Ambient light as emission: the base colour times the cell's ambient colour (no light sampling)."""
     amb = nt.nodes.new("ShaderNodeMix")
     amb.data_type, amb.blend_type = "RGBA", "MULTIPLY"
     amb.inputs["Factor"].default_value = 1.0
     nt.links.new(base, amb.inputs["A"])
-    nt.links.new(a["ambient"].outputs["Color"], amb.inputs["B"])
+    nt.links.new(ambient, amb.inputs["B"])
     nt.links.new(amb.outputs["Result"], bsdf.inputs["Emission Color"])
     bsdf.inputs["Emission Strength"].default_value = 1.0
-    _no_light_sampling(m)
-    return m
 
 
 def _floor_material(bpy):
@@ -271,17 +270,11 @@ def _floor_material(bpy):
     bsdf = nt.nodes["Principled BSDF"]
     bsdf.inputs["Roughness"].default_value = 1.0
     tc = nt.nodes.new("ShaderNodeTexCoord")
-    a = {n: _attr(nt, n) for n in ("ground_a", "ground_b", "ground_scale", "ground_w", "ambient")}
+    a = {n: grid.object_attribute(nt, n) for n in ("ground_a", "ground_b", "ground_scale", "ground_w", "ambient")}
     fac = _noise(nt, tc.outputs["Object"], a["ground_scale"].outputs["Fac"], a["ground_w"].outputs["Vector"])
     base = _mix_rgb(nt, fac, a["ground_a"].outputs["Color"], a["ground_b"].outputs["Color"])
     nt.links.new(base, bsdf.inputs["Base Color"])
-    amb = nt.nodes.new("ShaderNodeMix")
-    amb.data_type, amb.blend_type = "RGBA", "MULTIPLY"
-    amb.inputs["Factor"].default_value = 1.0
-    nt.links.new(base, amb.inputs["A"])
-    nt.links.new(a["ambient"].outputs["Color"], amb.inputs["B"])
-    nt.links.new(amb.outputs["Result"], bsdf.inputs["Emission Color"])
-    bsdf.inputs["Emission Strength"].default_value = 1.0
+    _ambient(nt, bsdf, base, a["ambient"].outputs["Color"])
     _no_light_sampling(m)
     return m
 
@@ -298,8 +291,8 @@ def _environment_material(bpy):
     tc = nt.nodes.new("ShaderNodeTexCoord")
     sep = nt.nodes.new("ShaderNodeSeparateXYZ")
     nt.links.new(tc.outputs["Object"], sep.inputs[0])
-    a = {n: _attr(nt, n) for n in ("roll_c", "roll_s", "elev", "zenith", "horizon_col", "ground_a", "ground_b",
-                                   "ground_scale", "ground_w", "ground_light")}
+    a = {n: grid.object_attribute(nt, n) for n in ("roll_c", "roll_s", "elev", "zenith", "horizon_col", "ground_a",
+                                                   "ground_b", "ground_scale", "ground_w", "ground_light")}
     x, y = sep.outputs["X"], sep.outputs["Y"]
     c, s = a["roll_c"].outputs["Fac"], a["roll_s"].outputs["Fac"]
     k = 2.0 * math.tan(_HALF_FOV)  # the cell spans this many units of the virtual image plane at distance 1
@@ -339,8 +332,6 @@ class _Scene:
     floor disc, over an environment backdrop."""
 
     def __init__(self, options: dict):
-        from blender_gen.blender import cycles, grid
-
         self.opts = dict(options)
         rows, cols = int(self.opts["rows"]), int(self.opts["cols"])
         self.grid = grid.Grid(rows, cols, int(self.opts["cell_px"]), name=NAME)
@@ -414,8 +405,6 @@ class _Scene:
 
     def _render_chunk(self, p: dict, seeds: np.ndarray) -> np.ndarray:
         from mathutils import Euler, Matrix
-
-        from blender_gen.blender import cycles, grid
 
         n = len(seeds)
         f = {k: np.asarray(v, np.float64) for k, v in p.items()}
@@ -513,20 +502,8 @@ def _srgb(x: np.ndarray) -> np.ndarray:
 
 def _post(lin: np.ndarray, f: dict, seeds: np.ndarray) -> np.ndarray:
     """Linear RGB [n, H, W, 3] -> sRGB with camera blur and sensor noise -> uint8."""
-    n, H, W, _ = lin.shape
-    img = _srgb(lin)
-    sigma = f["blur"][:n]
-    if np.any(sigma > 0):
-        x = np.arange(-3, 4, dtype=np.float64)
-        k = np.exp(-0.5 * (x[None] / np.maximum(sigma[:, None], 1e-6)) ** 2)
-        k[sigma <= 0] = (x == 0)
-        k /= k.sum(1, keepdims=True)
-        pad = np.pad(img, ((0, 0), (3, 3), (3, 3), (0, 0)), mode="edge")
-        rows = sum(k[:, j, None, None, None] * pad[:, j: j + H] for j in range(7))
-        img = sum(k[:, j, None, None, None] * rows[:, :, j: j + W] for j in range(7))
-    noise = rng.normal(seeds, "shapes3d:sensor", H * W * 3).reshape(n, H, W, 3).astype(np.float64)
-    img = img + f["noise"][:n, None, None, None] * noise
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    n = len(lin)
+    return grid.blur_and_noise(_srgb(lin), f["blur"][:n], f["noise"][:n], seeds, "shapes3d:sensor")
 
 
 _scene: _Scene | None = None
@@ -536,23 +513,7 @@ def configure(options: dict) -> None:
     """Set render options (device, samples, rows, cols, cell_px, threads) and build the scene now,
     so that a missing bpy or GPU is reported at start-up."""
     global _scene
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown render options {sorted(unknown)}; known: {sorted(OPTIONS)}")
-    opts = {**OPTIONS, **options}
-    from blender_gen.blender import BlenderDeviceError
-    from blender_gen.blender.cycles import DEVICES
-
-    if str(opts["device"]).lower() not in DEVICES:
-        raise BlenderDeviceError(f"render option device must be one of {DEVICES}, got {opts['device']!r}")
-    for key in ("samples", "rows", "cols", "cell_px", "threads"):
-        if not isinstance(opts[key], int) or opts[key] < (0 if key == "threads" else 1):
-            raise ValueError(f"render option {key} must be a positive integer, got {opts[key]!r}")
-    if opts["cell_px"] != IMAGE_SHAPE[0]:
-        raise ValueError(f"render option cell_px must be {IMAGE_SHAPE[0]} (the family's image size)")
-    if opts["rows"] * opts["cols"] > 63:
-        raise ValueError(f"render options rows × cols must be at most 63 cells (one Cycles light-linking set "
-                         f"each), got {opts['rows']}×{opts['cols']}")
+    opts = grid.check_options(options, OPTIONS, IMAGE_SHAPE[0])
     if _scene is None or not _scene.alive() or _scene.opts != opts:
         _scene = _build(opts)
     OPTIONS.update(opts)
