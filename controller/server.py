@@ -214,7 +214,7 @@ class Controller:
         handler = getattr(self, "_on_" + msg.kind, None)
         if ident in self.workers:
             self.workers[ident].last_seen = now
-        if ident == self.trainer or any(ident == t for t, _ in self.ranks.values()):
+        if any(ident == t for t, _ in self.ranks.values()):  # every trainer rank (rank 0 included)
             self.trainer_seen = now
         if handler is None:
             self.rejects["unexpected_kind"] += 1
