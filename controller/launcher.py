@@ -29,6 +29,8 @@ log = logging.getLogger("otfgen.launcher")
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux)
+    # Ctrl-C must reach every child the way it reaches the launcher: never inherit a blocked SIGINT
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         import ctypes
 

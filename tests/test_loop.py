@@ -109,9 +109,13 @@ def test_killing_a_worker_neither_hangs_nor_loses_data(tmp_path, env):
 
 def test_ctrl_c_stops_everything(tmp_path, env):
     run_dir = tmp_path / "run"
+    def like_a_terminal():  # SIGINT handled by default and not blocked, whatever this test process did
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
     proc = subprocess.Popen(otfgen_cmd(f"hydra.run.dir={run_dir}", *SMALL, "budget.samples=10000000"),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=like_a_terminal)
     try:
         deadline = time.monotonic() + 60
         while not (run_dir / "stream.jsonl").exists() and time.monotonic() < deadline:
