@@ -12,7 +12,10 @@ Shape parameters are shared across classes and mean the analogous thing in each 
 is sleeve width on tops, leg width on trousers, strap or sole thickness on shoes, handle
 thickness on bags …). The fill is a procedural texture (flat, gradient, stripes, checks,
 spots, print, knit) times fold shading, darker detail lines (seams, plackets, zips, soles,
-laces, flaps), a 3-tap blur and per-pixel noise.
+laces, flaps), a brighter (or darker) one-pixel rim inside the outline, a 3-tap blur or sharpen
+and per-pixel noise; finally each image is stretched so its brightest pixel is 255, as every
+Fashion-MNIST image is (light products on the photos' white ground come out as dim bodies with
+bright outlines).
 
 Batches are processed per class (a loop over the 10 classes and the fill kinds, never over
 images); every random number comes from ``blender_gen.rng`` keyed by the sample's own seed and
@@ -456,6 +459,7 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
     # alpha: coverage × detail darkening × brightness in grey levels; the texture multiplies it
     alpha = np.empty((B, _SIZE * _SIZE), _F32)
     level = _col(params, "brightness") * _F32(255.0)
+    rim = _col(params, "rim") * _F32(255.0)
     for c, (shape, height) in _CLASSES.items():
         idx = np.flatnonzero(label == c)
         if idx.size == 0:
@@ -474,13 +478,17 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
         # distance in pixels -> coverage, a one-pixel ramp
         d *= -s
         d += _F32(0.5)
+        # the outline band (the first pixel inside the edge) at the rim level, the rest at the
+        # material's level: light products on the photos' white ground show as dim bodies
+        # with bright outlines once negated
+        lvl = level[idx]
+        edge = np.clip(_F32(2.0) - d, _F32(0.0), _F32(1.0))
+        edge *= rim[idx] - lvl
+        edge += lvl
         np.clip(d, _F32(0.0), _F32(1.0), out=d)
         det = det * -(_F32(0.3) + _F32(0.5) * fr[..., 1]) + _F32(1.0)
-        lvl = level[idx]
-        if c in _LIGHT:  # classes whose material the photos show mostly light
-            lvl = _F32(255.0) - (_F32(255.0) - lvl) * _F32(1.0 - _LIGHT[c])
-        det *= lvl
-        d *= det
+        edge *= det
+        d *= edge
         alpha[idx] = d
 
     # -- texture × folds, plus grain -------------------------------------------------------------
@@ -520,5 +528,7 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
     edge = a * _NOT_COL0
     img[:, 1:] += edge[:, 1:] * out[:, :-1]
     img[:, :-1] += edge[:, 1:] * out[:, 1:]
+    # every Fashion-MNIST image peaks at 255: stretch each sample's brightest pixel to it
+    img *= _F32(255.0) / np.maximum(img.max(axis=1, keepdims=True), _F32(1.0))
     np.clip(img, _F32(0.0), _F32(255.0), out=img)
     return img.astype(np.uint8).reshape(B, _SIZE, _SIZE), label.copy()
