@@ -269,7 +269,7 @@ def _dress(u, v, p, r):
 
 
 def _sandal(u, v, p, r, H):
-    sole = _F32(0.025) + _F32(0.03) * p["sleeve"]
+    sole = _F32(0.025) + _F32(0.04) * p["sleeve"]
     heel_h = H - _F32(0.22)  # rise of the heel above the toe, from the frame height
     # sole: from the toe (left, on the ground) rising to the heel seat
     toe_x, seat_x = _F32(-0.5) + sole, _F32(0.3) + _F32(0.08) * r[..., 0]
@@ -282,10 +282,14 @@ def _sandal(u, v, p, r, H):
     post_w = _F32(0.02) + _F32(0.05) * r[..., 1]
     d_heel = _box(u, v, _F32(0.45) - post_w, ground - heel_h * _F32(0.5), post_w, heel_h * _F32(0.5) + sole)
     d = np.minimum(d_sole, d_heel + _F32(9.0) * _flag(heel_h <= _F32(0.05)))
+    # some heeled sandals in the photos stand on a wedge: the space under the sole filled
+    sole_v = ground - heel_h * np.clip((u - mid_x) / (seat_x - mid_x), _F32(0.0), _F32(1.0))
+    wedge = np.maximum(np.maximum(sole_v - v, v - H), np.maximum(mid_x - u, u - _F32(0.5) + sole))
+    d = np.minimum(d, wedge + _F32(9.0) * _flag(r[..., 11] > _F32(0.3)))
     # straps as the photos show them in side view: toe and instep straps are thin "^" bands
     # leaning over the foot from the sole, the ankle strap rises from the heel seat to a band
     # round the ankle at the top of the frame (round arches read as no real sandal)
-    st = _F32(0.022) + _F32(0.02) * p["sleeve"]
+    st = _F32(0.022) + _F32(0.035) * p["sleeve"]
     top_v = _F32(0.02) + _F32(0.08) * p["neckline"]
     spread = _F32(0.7) + _F32(0.3) * p["width"]  # how far apart along the foot the straps stand
     for k, x0 in enumerate((-0.3, -0.05)):
@@ -397,7 +401,7 @@ _CLASSES = {
     5: (_sandal, lambda p, r: np.where(r[..., 15] < _F32(0.5), _F32(0.22) + _F32(0.12) * p["heel"],
                                        _F32(0.25) + _F32(0.6) * p["heel"])),
     6: (_garment(_shirt), None),
-    7: (_sneaker, lambda p, r: _F32(0.3) + _F32(0.22) * p["length"]),
+    7: (_sneaker, lambda p, r: _F32(0.3) + _F32(0.3) * p["length"]),
     8: (_bag, lambda p, r: _F32(0.45) + _F32(0.5) * p["width"]),  # from flat clutches to tall totes
     9: (_boot, lambda p, r: _F32(0.6) + _F32(0.35) * p["length"]),
 }
