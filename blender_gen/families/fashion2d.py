@@ -44,7 +44,7 @@ _PIX = (np.arange(_SIZE, dtype=_F32) + _F32(0.5) - _F32(_SIZE / 2))  # pixel cen
 _X = np.tile(_PIX, _SIZE)[None, :]
 _Y = np.repeat(_PIX, _SIZE)[None, :]
 _NOT_COL0 = (_X > _PIX[0]).astype(_F32)  # zero where a flat shift by one pixel would wrap a row
-_N_SHAPE = 18  # per-sample shape draws (stream "shape")
+_N_SHAPE = 20  # per-sample shape draws (stream "shape")
 _N_PAT = 10  # per-sample pattern draws (stream "pattern")
 
 _NOISE = rng.normal(np.array([0x66617368], np.uint64), "fashion2d:noise-table", 1 << 16)[0]
@@ -137,10 +137,18 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     # neck: an ellipse cut from the top
     nw = (_F32(0.06) + _F32(0.07) * p["neckline"]) * neck
     nd = (_F32(0.03) + _F32(0.08) * p["neckline"]) * (_F32(0.6) + _F32(0.8) * r[..., 1])
-    d = np.maximum(d, -_ellipse(u, v, _F32(0.0), _F32(0.0), nw, nd))
+    # on half, as in most photos, the inside of the back shows through the neck: only a shallow
+    # notch is cut above the back neckline and the rest of the opening is a darker patch
+    ne = _ellipse(u, v, _F32(0.0), _F32(0.0), nw, nd)
+    inside = r[..., 18] < _F32(0.5)
+    back = nd * np.where(inside, _F32(0.3) * r[..., 19], _F32(1.0))
+    d = np.maximum(d, -np.maximum(ne, v - back))
     # the sleeve/body seam, and sleeves shaded apart from the body (outside the product both
     # are masked anyway)
     seam = np.maximum(_line(sl - body, _F32(0.02)), np.clip(body * _F32(40.0), _F32(0.0), _F32(0.4)) * r[..., 10])
+    ne *= _F32(-30.0)
+    np.clip(ne, _F32(0.0), (_F32(0.4) + _F32(0.6) * r[..., 19]) * _flag(inside), out=ne)
+    seam = np.maximum(seam, ne)
     return d, seam, au, sw
 
 
