@@ -141,7 +141,7 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     # notch is cut above the back neckline and the rest of the opening is a darker patch
     ne = _ellipse(u, v, _F32(0.0), _F32(0.0), nw, nd)
     inside = r[..., 18] < _F32(0.5)
-    back = nd * np.where(inside, _F32(0.3) * r[..., 19], _F32(1.0))
+    back = nd * np.where(inside, _F32(0.5) + _F32(0.3) * r[..., 19], _F32(1.0))
     d = np.maximum(d, -np.maximum(ne, v - back))
     # the sleeve/body seam, and sleeves shaded apart from the body (outside the product both
     # are masked anyway)
