@@ -37,6 +37,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0, help="request seed for ParamSpace.sample")
+    p.add_argument("--width", type=int, default=32, help="SmallCNN width (channels of the first block)")
+    p.add_argument("--hidden", type=int, default=128, help="SmallCNN hidden units")
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--epochs", type=int, default=1, help="passes over the same generated samples")
+    p.add_argument("--smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
+    p.add_argument("--wd", type=float, default=1e-4, help="AdamW weight decay")
+    p.add_argument("--override", nargs="*", default=[], metavar="NAME=LOW:HIGH",
+                   help="replace a parameter's range for this run (e.g. blur=0:0.8)")
+    p.add_argument("--self-check", type=int, default=0, metavar="N",
+                   help="also score N fresh generated samples and print the error rate per parameter bin "
+                        "(which regions of the space the model itself cannot read)")
     p.add_argument("--save-grid", default=None, help="write a PNG grid of the first training samples here")
     p.add_argument("--save-errors", default=None, help="write a PNG of the misclassified real images here "
                    "(titled by the predicted class, one row per true class)")
@@ -53,12 +64,22 @@ def main() -> None:
     import torch.nn.functional as F
 
     from blender_gen.families import default_space, load
+    from blender_gen.space import ParamSpace
     from trainer.data import BUILTIN, load_dataset
     from trainer.models import SmallCNN, to_input
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     family, space = load(args.family), default_space(args.family)
+    if args.override:
+        m = space.to_mapping()
+        for o in args.override:
+            name, _, rng_ = o.partition("=")
+            lo, _, hi = rng_.partition(":")
+            m[name]["low"], m[name]["high"] = type(m[name]["low"])(lo), type(m[name]["high"])(hi)
+            m[name]["default"] = min(max(m[name]["default"], m[name]["low"]), m[name]["high"])
+        space = ParamSpace.from_mapping(m)
+        print("ranges overridden: " + ", ".join(args.override))
 
     # -- generate: uniform over the whole declared space ---------------------------------------
     t0 = time.perf_counter()
@@ -77,17 +98,19 @@ def main() -> None:
         Image.fromarray(g).save(args.save_grid)
 
     # -- train: one pass, AdamW with one-cycle decay ------------------------------------------
-    model = SmallCNN(num_classes=family.NUM_CLASSES)
-    steps = math.ceil(args.samples / args.batch)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    model = SmallCNN(num_classes=family.NUM_CLASSES, width=args.width, hidden=args.hidden, dropout=args.dropout)
+    per_epoch = math.ceil(args.samples / args.batch)
+    steps = per_epoch * args.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.15)
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
-    order = torch.randperm(args.samples)
+    order = torch.cat([torch.randperm(args.samples) for _ in range(args.epochs)])
     model.train()
     t0, running = time.perf_counter(), 0.0
     for step in range(steps):
-        idx = order[step * args.batch : (step + 1) * args.batch]
-        loss = F.cross_entropy(model(to_input(x_all[idx])), y_all[idx])
+        e, k = divmod(step, per_epoch)
+        idx = order[e * args.samples + k * args.batch : e * args.samples + min((k + 1) * args.batch, args.samples)]
+        loss = F.cross_entropy(model(to_input(x_all[idx])), y_all[idx], label_smoothing=args.smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -96,6 +119,9 @@ def main() -> None:
         if (step + 1) % max(1, steps // 10) == 0:
             print(f"  step {step + 1}/{steps}  loss {running:.3f}  {time.perf_counter() - t0:.0f} s", flush=True)
     t_train = time.perf_counter() - t0
+
+    if args.self_check:
+        self_check(args, family, space, model)
 
     # -- evaluate on real digits ---------------------------------------------------------------
     default = DEFAULT_DATA.get(args.family)
@@ -120,6 +146,48 @@ def main() -> None:
         print("  most confused (true->pred: n): " + ", ".join(f"{i}->{j}: {n}" for n, i, j in sorted(off)[::-1][:6]))
         if args.save_errors and path == data:
             save_errors(args.save_errors, x, y, pred)
+
+
+def self_check(args, family, space, model, bins: int = 4) -> None:
+    """Error rate on fresh generated samples, overall and per quarter of each parameter's range."""
+    import numpy as np
+    import torch
+
+    from trainer.models import to_input
+
+    params, seeds = space.sample(None, args.seed + 10_000, args.self_check)
+    x, y = family.render(params, seeds)
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(to_input(torch.from_numpy(x[a : a + 512]))).argmax(1)
+                          for a in range(0, len(x), 512)]).numpy()
+    wrong = pred != y
+    print(f"\nself-check: {100 * wrong.mean():.2f}% of {len(y):,} fresh generated samples misread")
+    for p in space:
+        if p.name == family.LABEL_PARAM or p.kind == "choice":
+            continue
+        v = np.asarray(params[p.name], np.float64)
+        b = np.clip(((v - p.low) / max(p.high - p.low, 1e-12) * bins).astype(int), 0, bins - 1)
+        rates = [100 * wrong[b == k].mean() if (b == k).any() else float("nan") for k in range(bins)]
+        print(f"  {p.name:>11} [{p.low:g}, {p.high:g}]: " + "  ".join(f"{r:5.2f}%" for r in rates))
+    per = " ".join(f"{d}:{100 * wrong[y == d].mean():.1f}%" for d in range(family.NUM_CLASSES))
+    print(f"  per class: {per}")
+    conf = np.zeros((family.NUM_CLASSES,) * 2, np.int64)
+    np.add.at(conf, (y, pred), 1)
+    off = [(conf[i, j], i, j) for i in range(10) for j in range(10) if i != j and conf[i, j]]
+    print("  most confused (true->pred: n): " + ", ".join(f"{i}->{j}: {n}" for n, i, j in sorted(off)[::-1][:8]))
+    if "variant" in params:
+        t = np.asarray(params["variant"])
+        lab = np.asarray(y)
+        worst = []
+        for d in range(family.NUM_CLASSES):
+            n_var = len(family.SKELETONS[d]) if hasattr(family, "SKELETONS") else 8
+            vb = np.clip((t * n_var).astype(int), 0, n_var - 1)
+            for k in range(n_var):
+                m = (lab == d) & (vb == k)
+                if m.sum() > 20:
+                    worst.append((wrong[m].mean(), d, k))
+        print("  worst (class/variant): " + ", ".join(f"{d}/{k}: {100 * r:.1f}%" for r, d, k in sorted(worst)[::-1][:8]))
 
 
 def save_errors(path: str, x, y, pred, per_row: int = 24) -> None:
