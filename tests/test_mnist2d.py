@@ -130,8 +130,8 @@ def test_missing_or_unknown_params_rejected():
     with pytest.raises(SpaceError, match="'slant'"):
         space.check_params(params, 4)
     params, _ = sample(4)
-    params["wobble"] = np.zeros(4, np.float32)
-    with pytest.raises(SpaceError, match="wobble"):
+    params["not_a_param"] = np.zeros(4, np.float32)
+    with pytest.raises(SpaceError, match="not_a_param"):
         space.check_params(params, 4)
 
 
