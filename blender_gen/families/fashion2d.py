@@ -357,12 +357,17 @@ def _boot(u, v, p, r, H):
     foot = np.maximum(_ellipse(u, v, _F32(0.05), H - sole, _F32(0.55), foot_h), v - H)
     shaft_w = _F32(0.3) + _F32(0.2) * p["width"]
     front_top = _F32(0.5) - shaft_w
-    front_bot = front_top - _F32(0.05) - _F32(0.15) * r[..., 1]
+    front_bot = front_top - _F32(0.05) - _F32(0.3) * r[..., 1]
     t = np.clip(v / (H - foot_h * _F32(0.5)), 0.0, 1.0)
     # the shaft's top edge dips towards the front by the neckline (collar) depth
     dip = _F32(0.12) * p["neckline"] * (_F32(0.5) - u) / shaft_w
     shaft = np.maximum(np.maximum(_lerp(front_top, front_bot, t) - u, u - _F32(0.5)), _between(v, dip, H))
-    d = np.maximum(np.minimum(foot, shaft), np.abs(u) - _F32(0.5))
+    # the shaft runs into the foot in a curve (instep and heel), not a step: a smooth minimum
+    k = _F32(0.04) + _F32(0.12) * r[..., 4]
+    h = np.maximum(k - np.abs(foot - shaft), _F32(0.0))
+    h *= h
+    h *= _F32(0.25) / k
+    d = np.maximum(np.minimum(foot, shaft) - h, np.abs(u) - _F32(0.5))
     # a raised heel leaves a gap under the arch
     hh = _F32(0.02) + _F32(0.15) * p["heel"]
     arch = _box(u, v, _F32(0.05) + _F32(0.1) * r[..., 2], H, _F32(0.17), hh - _F32(0.02))
