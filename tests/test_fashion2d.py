@@ -106,6 +106,19 @@ def test_product_centred_on_dark_background():
     assert np.median(long_side) >= 26
 
 
+def test_every_image_peaks_at_full_brightness():
+    """Every Fashion-MNIST image peaks at 255, so every generated one does (up to float rounding)."""
+    params, seeds = sample(512, seed=4)
+    images, _ = fam.render(params, seeds)
+    assert images.max(axis=(1, 2)).min() >= 254
+    # a dim body inside a bright rim keeps its dimness after the stretch (in the broad classes:
+    # thin straps and trouser legs are mostly rim)
+    params, seeds = by_class(fill="flat", noise=0.0, folds=0.0, blur=0.0, brightness=0.2, rim=1.0)
+    images, _ = fam.render(params, seeds)
+    body = np.array([np.median(images[c][images[c] > 20]) for c in (0, 2, 3, 4, 6, 8, 9)])
+    assert np.all(body < 100), body
+
+
 def test_shoes_point_left_and_are_wider_than_tall():
     params, seeds = by_class(n_per=8)
     images, _ = fam.render(params, seeds)
