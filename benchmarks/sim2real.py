@@ -139,17 +139,12 @@ def main() -> None:
           f"{(t_gen + t_train) / 60:.1f} min on {args.threads} thread(s) (train {t_train / 60:.1f} min)")
     for path in evals:
         x, y = load_dataset(path)
-        with torch.no_grad():
-            pred = torch.cat([model(to_input(torch.from_numpy(x[a : a + 512]))).argmax(1)
-                              for a in range(0, len(x), 512)]).numpy()
+        pred = predict(model, x)
         acc = (pred == y).mean()
         per_class = " ".join(f"{d}:{(pred[y == d] == d).mean():.2f}" for d in range(family.NUM_CLASSES))
         print(f"accuracy on {Path(path).name if path != BUILTIN else BUILTIN} ({len(y)} real): "
               f"{100 * acc:.2f}%   per class {per_class}")
-        conf = np.zeros((family.NUM_CLASSES,) * 2, np.int64)
-        np.add.at(conf, (y, pred), 1)
-        off = [(conf[i, j], i, j) for i in range(10) for j in range(10) if i != j and conf[i, j]]
-        print("  most confused (true->pred: n): " + ", ".join(f"{i}->{j}: {n}" for n, i, j in sorted(off)[::-1][:6]))
+        print_confusions(y, pred, family.NUM_CLASSES, 6)
         if args.save_errors and path == data:
             save_errors(args.save_errors, x, y, pred)
 
@@ -157,16 +152,10 @@ def main() -> None:
 def self_check(args, family, space, model, bins: int = 4) -> None:
     """Error rate on fresh generated samples, overall and per quarter of each parameter's range."""
     import numpy as np
-    import torch
-
-    from trainer.models import to_input
 
     params, seeds = space.sample(None, args.seed + 10_000, args.self_check)
     x, y = family.render(params, seeds)
-    model.eval()
-    with torch.no_grad():
-        pred = torch.cat([model(to_input(torch.from_numpy(x[a : a + 512]))).argmax(1)
-                          for a in range(0, len(x), 512)]).numpy()
+    pred = predict(model, x)
     wrong = pred != y
     print(f"\nself-check: {100 * wrong.mean():.2f}% of {len(y):,} fresh generated samples misread")
     for p in space:
@@ -178,22 +167,39 @@ def self_check(args, family, space, model, bins: int = 4) -> None:
         print(f"  {p.name:>11} [{p.low:g}, {p.high:g}]: " + "  ".join(f"{r:5.2f}%" for r in rates))
     per = " ".join(f"{d}:{100 * wrong[y == d].mean():.1f}%" for d in range(family.NUM_CLASSES))
     print(f"  per class: {per}")
-    conf = np.zeros((family.NUM_CLASSES,) * 2, np.int64)
-    np.add.at(conf, (y, pred), 1)
-    off = [(conf[i, j], i, j) for i in range(10) for j in range(10) if i != j and conf[i, j]]
-    print("  most confused (true->pred: n): " + ", ".join(f"{i}->{j}: {n}" for n, i, j in sorted(off)[::-1][:8]))
-    if "variant" in params:
-        t = np.asarray(params["variant"])
-        lab = np.asarray(y)
+    print_confusions(y, pred, family.NUM_CLASSES, 8)
+    skeletons = getattr(family, "SKELETONS", None)  # families with per-class style variants (mnist2d)
+    if skeletons is not None and "variant" in params:
         worst = []
-        for d in range(family.NUM_CLASSES):
-            n_var = len(family.SKELETONS[d]) if hasattr(family, "SKELETONS") else 8
-            vb = np.clip((t * n_var).astype(int), 0, n_var - 1)
-            for k in range(n_var):
-                m = (lab == d) & (vb == k)
+        for d, variants in skeletons.items():
+            vb = np.minimum((np.asarray(params["variant"]) * len(variants)).astype(int), len(variants) - 1)
+            for k in range(len(variants)):
+                m = (y == d) & (vb == k)
                 if m.sum() > 20:
                     worst.append((wrong[m].mean(), d, k))
         print("  worst (class/variant): " + ", ".join(f"{d}/{k}: {100 * r:.1f}%" for r, d, k in sorted(worst)[::-1][:8]))
+
+
+def predict(model, x, batch: int = 512):
+    """Predicted classes for uint8 images, in eval mode, batch by batch."""
+    import torch
+
+    from trainer.models import to_input
+
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(to_input(torch.from_numpy(x[a : a + batch]))).argmax(1)
+                          for a in range(0, len(x), batch)]).numpy()
+
+
+def print_confusions(y, pred, num_classes: int, top: int) -> None:
+    import numpy as np
+
+    conf = np.zeros((num_classes,) * 2, np.int64)
+    np.add.at(conf, (y, pred), 1)
+    np.fill_diagonal(conf, 0)
+    off = sorted(((conf[i, j], i, j) for i, j in zip(*np.nonzero(conf))), reverse=True)[:top]
+    print("  most confused (true->pred: n): " + ", ".join(f"{i}->{j}: {n}" for n, i, j in off))
 
 
 def save_errors(path: str, x, y, pred, per_row: int = 24) -> None:

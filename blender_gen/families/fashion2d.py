@@ -420,9 +420,6 @@ _CLASSES = {
     9: (_boot, lambda p, r: _F32(0.6) + _F32(0.35) * p["length"]),
 }
 _SHAPE_PARAMS = ("width", "length", "sleeve", "neckline", "heel")
-# class -> fraction of the gap to full brightness closed: the real coats average level 175 on
-# the product against ~145 for shirts and pullovers (Fashion-MNIST test images)
-_LIGHT: dict[int, float] = {}
 
 
 # --------------------------------------------------------------------------------------------
