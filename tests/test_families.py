@@ -1,7 +1,8 @@
 """The scene-family contract, checked for every family in blender_gen/families/.
 
 Each family: module constants match its YAML header; render returns uint8 images of IMAGE_SHAPE
-and int64 labels equal to the label parameter; the same (params, seeds) give the same bytes;
+and int64 labels equal to the label parameter; the same (params, seeds) give the same bytes, also
+with another request rendered in between (no render history);
 sample 17 is the same alone or inside any batch (Blender families, whose path-tracing noise
 depends on the cell a sample lands in, declare PER_SAMPLE_PURE = False: there sample 17 alone must
 differ from itself in a batch by render noise only); seeds matter; no global RNG is touched.
@@ -58,6 +59,8 @@ def test_same_params_and_seeds_give_identical_bytes(fam):
     mod, space = fam
     params, seeds = sample(space, 64, seed=3)
     a, _ = mod.render(params, seeds)
+    other, other_seeds = sample(space, 9, seed=4)  # a different frame in between: no render history
+    mod.render(other, other_seeds)
     b, _ = mod.render({k: v.copy() for k, v in params.items()}, seeds.copy())
     assert a.tobytes() == b.tobytes()
 
