@@ -46,6 +46,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1, help="passes over the same generated samples")
     p.add_argument("--smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
     p.add_argument("--wd", type=float, default=1e-4, help="AdamW weight decay")
+    p.add_argument("--trim", type=float, default=0.0, help="fraction of each batch's highest-loss samples left out "
+                   "of the loss after the first 20%% of steps (robust to ambiguous generated samples)")
     p.add_argument("--override", nargs="*", default=[], metavar="NAME=LOW:HIGH",
                    help="replace a parameter's range for this run (e.g. blur=0:0.8)")
     p.add_argument("--self-check", type=int, default=0, metavar="N",
@@ -116,7 +118,11 @@ def main() -> None:
     for step in range(steps):
         e, k = divmod(step, per_epoch)
         idx = order[e * args.samples + k * args.batch : e * args.samples + min((k + 1) * args.batch, args.samples)]
-        loss = F.cross_entropy(model(to_input(x_all[idx])), y_all[idx], label_smoothing=args.smoothing)
+        losses = F.cross_entropy(model(to_input(x_all[idx])), y_all[idx], label_smoothing=args.smoothing,
+                                 reduction="none")
+        if args.trim and step >= 0.2 * steps:
+            losses = losses.topk(len(idx) - int(args.trim * len(idx)), largest=False).values
+        loss = losses.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
