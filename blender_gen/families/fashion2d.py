@@ -43,7 +43,7 @@ _PIX = (np.arange(_SIZE, dtype=_F32) + _F32(0.5) - _F32(_SIZE / 2))  # pixel cen
 # gives 28-long inner loops and was measured ~4× slower per op.
 _X = np.tile(_PIX, _SIZE)[None, :]
 _Y = np.repeat(_PIX, _SIZE)[None, :]
-_N_SHAPE = 20  # per-sample shape draws (stream "shape")
+_N_SHAPE = 24  # per-sample shape draws (stream "shape")
 _N_PAT = 10  # per-sample pattern draws (stream "pattern")
 
 _NOISE = rng.normal(np.array([0x66617368], np.uint64), "fashion2d:noise-table", 1 << 16)[0]
@@ -120,29 +120,48 @@ def _wave(f, ang, phase, x, y):
 # --------------------------------------------------------------------------------------------
 
 
-def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0), no_sleeves=_F32(0.0), neck=_F32(1.0)):
+def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0), no_sleeves=_F32(0.0), neck=_F32(1.0),
+         gather=_F32(0.0), shoulder=None, closed=None):
     """Shared upper-body garment: body trapezoid, shoulders, two sleeves, neck hole."""
     au = np.abs(u)
     bw = body_w
-    sh = _F32(0.03) + _F32(0.05) * r[..., 0]  # shoulder height at the edge of the body
-    body = np.maximum(_between(v, _F32(0.0), _F32(1.0)), au - _lerp(bw, bw * hem, v))
-    body = np.maximum(body, (sh * au / bw - v) * _F32(0.9))  # sloping shoulders
+    nw = (_F32(0.06) + _F32(0.07) * p["neckline"]) * neck
+    # shoulder drop at the edge of the body
+    sh = _F32(0.03) + _F32(0.1) * r[..., 0] if shoulder is None else shoulder
+    # a rib hem (`gather` > 0) draws the body in below the rib line
+    rib_v = _F32(0.93) + _F32(0.03) * r[..., 3]
+    hw = _lerp(bw, bw * hem, v) - gather * bw * np.clip((v - rib_v) * _F32(30.0), _F32(0.0), _F32(1.0))
+    body = np.maximum(_between(v, _F32(0.0), _F32(1.0)), au - hw)
+    # the back of the collar is the highest point, level across the neck; the shoulders slope
+    # down from its ends a step lower (the neck band stands up to ~1.5 px above the shoulder
+    # seams; in the photos the top row holds the collar, not a notch)
+    cn = nw * _F32(0.9)
+    out = np.maximum(au - cn, _F32(0.0))
+    band = (_F32(0.01) + _F32(0.04) * r[..., 20]) * np.minimum(out * _F32(30.0), _F32(1.0))
+    body = np.maximum(body, (sh * out / np.maximum(bw - cn, _F32(0.03)) + band - v) * _F32(0.9))
     # sleeve: from the shoulder, outwards and down by `sleeve_drop` (radians below horizontal)
     sw = (_F32(0.05) + _F32(0.035) * p["sleeve"]) * sleeve_w
     inset = np.where(sleeve_drop < _F32(1.2), _F32(-0.5), _F32(0.2))  # short sleeves start inside the body
     ax, ay = bw + sw * inset, sh + sw * _F32(0.6)
-    bx = ax + sleeve_len * np.cos(sleeve_drop)
-    by = ay + sleeve_len * np.sin(sleeve_drop)
+    # long sleeves end at or above the hem (the photos frame the whole garment, so a cuff never
+    # runs off the bottom edge)
+    ln = np.minimum(sleeve_len, (_F32(0.97) - ay) / np.sin(sleeve_drop))
+    bx = ax + ln * np.cos(sleeve_drop)
+    by = ay + ln * np.sin(sleeve_drop)
     sl = _obox(au, v, ax, ay, bx, by, sw) + _F32(9.0) * no_sleeves
     d = np.minimum(body, sl)
     # neck: an ellipse cut from the top
-    nw = (_F32(0.06) + _F32(0.07) * p["neckline"]) * neck
     nd = (_F32(0.03) + _F32(0.08) * p["neckline"]) * (_F32(0.6) + _F32(0.8) * r[..., 1])
-    # on half, as in most photos, the inside of the back shows through the neck: only a shallow
-    # notch is cut above the back neckline and the rest of the opening is a darker patch
+    # on most, as in the photos, the inside of the back shows through the neck: the collar's back
+    # stays (at most a shallow notch) and the opening is a darker patch; the rest (and wide
+    # sleeveless necks) are cut open
     ne = _ellipse(u, v, _F32(0.0), _F32(0.0), nw, nd)
-    inside = r[..., 18] < _F32(0.5)
-    back = nd * np.where(inside, _F32(0.5) + _F32(0.3) * r[..., 19], _F32(1.0))
+    # on coats closed to the neck (zip, stand collar or hood) neither shows
+    inside = (r[..., 18] < _F32(0.75)) & (neck < _F32(1.5))
+    back = nd * np.where(inside, _F32(0.3) * r[..., 19], _F32(1.0))
+    if closed is not None:
+        inside &= ~closed
+        back *= _flag(~closed)
     d = np.maximum(d, -np.maximum(ne, v - back))
     # the sleeve/body seam, and sleeves shaded apart from the body (outside the product both
     # are masked anyway)
@@ -183,10 +202,15 @@ def _front(cls, u, v, au, bw, p, r):
     return np.maximum(np.maximum(np.maximum(centre, collar), np.maximum(rib, chest)), pocket)
 
 
+def _gather(cls, r):
+    """How far a rib hem (present with the class's _FRONT_P rate, as the rib line) draws the body in."""
+    return (_F32(0.05) + _F32(0.15) * r[..., 21]) * _flag(r[..., 14] < _F32(_FRONT_P[cls][2]))
+
+
 def _tshirt(u, v, p, r):
-    bw = _F32(0.15) + _F32(0.11) * p["width"]  # down to the narrow long tees the photos show
-    ln = _F32(0.15) + _F32(0.17) * p["length"]
-    drop = _F32(0.3) + _F32(0.5) * r[..., 2]
+    bw = _F32(0.15) + _F32(0.15) * p["width"]  # from the narrow long tees the photos show to boxy ones
+    ln = _F32(0.15) + _F32(0.2) * p["length"]
+    drop = _F32(0.4) + _F32(0.6) * r[..., 2]  # sleeves from level to hanging at 57 degrees
     tank = _flag(r[..., 9] < _F32(0.2))  # a fifth are sleeveless tops with a wide neck
     d, seam, au, _ = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.9) + _F32(0.2) * p["heel"],
                           sleeve_w=_F32(1.5), no_sleeves=tank, neck=_F32(1.0) + tank)
@@ -200,7 +224,8 @@ def _pullover(u, v, p, r):
     bw = _F32(0.17) + _F32(0.1) * p["width"]
     ln = _F32(0.72) + _F32(0.25) * p["length"]
     drop = _F32(1.36) + _F32(0.22) * r[..., 2]  # sleeves hang close to the body, as in the photos
-    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.88) + _F32(0.24) * p["heel"])
+    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.88) + _F32(0.24) * p["heel"], gather=_gather(2, r),
+                           shoulder=_F32(0.02) + _F32(0.09) * r[..., 0])
     return d, np.maximum(_F32(0.6) * seam, _front(2, u, v, au, bw, p, r))
 
 
@@ -209,18 +234,26 @@ def _coat(u, v, p, r):
     bw = _F32(0.17) + _F32(0.1) * p["width"]
     ln = _F32(0.72) + _F32(0.25) * p["length"]
     drop = _F32(1.36) + _F32(0.22) * r[..., 2]  # sleeves hang close to the body, as in the photos
-    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.88) + _F32(0.24) * p["heel"],
-                          neck=_F32(0.7) + _F32(0.6) * r[..., 9])
+    # in the photos coats slope more at the shoulders than pullovers, and many have a hood
+    # (a dome over the collar) or a stand-up collar
+    stand = r[..., 16] < _F32(0.15)
+    hood = (r[..., 16] >= _F32(0.15)) & (r[..., 16] < _F32(0.45))
+    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.88) + _F32(0.24) * p["heel"], gather=_gather(4, r),
+                          neck=_F32(0.7) + _F32(0.6) * r[..., 9], closed=r[..., 16] < _F32(0.6), shoulder=_F32(0.04) + _F32(0.12) * r[..., 0] + _F32(0.04) * _flag(hood))
+    hry = _F32(0.06) + _F32(0.06) * r[..., 22]
+    hrx = _F32(0.09) + _F32(0.06) * r[..., 23] + _F32(0.03) * p["neckline"]
+    hd = _ellipse(u, v, _F32(0.0), hry, hrx, hry)
+    d = np.minimum(d, hd + _F32(9.0) * _flag(~hood))
+    hood_line = _line(hd + _F32(0.03), _F32(0.015), v - hry) * _flag(hood)
     lap_depth = _F32(0.15) + _F32(0.25) * r[..., 6]
     lapel = _line(au - (_F32(0.1) + _F32(0.06) * p["neckline"]) * (_F32(1.0) - v / lap_depth), _F32(0.02), v - lap_depth)
     # most coats in the photos close at the neck: a stand-up collar or hood fills the neck hole
     # that pullovers, shirts and T-shirts show
-    stand = r[..., 16] < _F32(0.15)
     cw = _F32(0.07) + _F32(0.06) * p["neckline"]
     collar = _box(u, v, _F32(0.0), _F32(0.02) * r[..., 17], cw, _F32(0.05))
     d = np.minimum(d, collar + _F32(9.0) * _flag(~stand))
     cline = _line(v - _F32(0.07), _F32(0.015), au - cw) * _flag(stand)
-    return d, np.maximum(np.maximum(np.maximum(_F32(0.6) * seam, lapel * r[..., 4] * _flag(~stand)), cline),
+    return d, np.maximum(np.maximum(np.maximum(_F32(0.6) * seam, lapel * r[..., 4] * _flag(r[..., 16] >= _F32(0.6))), np.maximum(cline, hood_line)),
                          _front(4, u, v, au, bw, p, r))
 
 
@@ -229,7 +262,8 @@ def _shirt(u, v, p, r):
     short = r[..., 9] < _F32(0.15)  # some shirts have short sleeves
     ln = np.where(short, _F32(0.1) + _F32(0.12) * p["length"], _F32(0.68) + _F32(0.27) * p["length"])
     drop = np.where(short, _F32(0.4) + _F32(0.6) * r[..., 2], _F32(1.36) + _F32(0.22) * r[..., 2])
-    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.88) + _F32(0.24) * p["heel"])
+    d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.88) + _F32(0.24) * p["heel"], gather=_gather(6, r),
+                           shoulder=_F32(0.04) + _F32(0.11) * r[..., 0])
     # shirt tails: on some, the hem curves up towards the sides
     tail = _F32(0.06) * r[..., 6] * _flag(r[..., 10] < _F32(0.5))
     d = np.maximum(d, v - _F32(1.0) + tail * np.square(np.minimum(au / bw, _F32(1.0))))
@@ -257,24 +291,40 @@ def _trouser(u, v, p, r):
 
 def _dress(u, v, p, r):
     au = np.abs(u)
-    top = _F32(0.09) + _F32(0.06) * p["width"] + _F32(0.04) * p["sleeve"]
+    # the photos show dresses from a straight column to a mild A-line, broad at the shoulders
+    top = _F32(0.1) + _F32(0.07) * p["width"] + _F32(0.04) * p["sleeve"]
     waist_v = _F32(0.2) + _F32(0.15) * p["length"] + _F32(0.1) * r[..., 0]
-    waist = top * (_F32(0.8) + _F32(0.3) * r[..., 1])
-    hem = waist + _F32(0.03) + _F32(0.15) * p["heel"]  # the photos show mostly A-line skirts
+    waist = top * (_F32(0.75) + _F32(0.3) * r[..., 1])
+    hem = waist + _F32(0.01) + _F32(0.13) * p["heel"]
     # piecewise linear: top -> waist over [0, waist_v], waist -> hem over [waist_v, 1]
     hw = top + (waist - top) * np.clip(v / waist_v, _F32(0.0), _F32(1.0)) + (hem - waist) * np.clip((v - waist_v) / (_F32(1.0) - waist_v), _F32(0.0), _F32(1.0))
     d = np.maximum(au - hw, _between(v, _F32(0.0), _F32(1.0)))
-    # sleeves (short or long) for some, straps for the rest
+    # shoulders slope from the ends of the neck band (so the neckline moves the outline even
+    # where the neck is not cut open)
+    nw = top * (_F32(0.3) + _F32(0.45) * p["neckline"])
+    out = np.maximum(au - nw * _F32(0.9), _F32(0.0))
+    band = (_F32(0.02) + _F32(0.03) * r[..., 9]) * np.minimum(out * _F32(30.0), _F32(1.0))  # neck band step
+    d = np.maximum(d, ((_F32(0.01) + _F32(0.05) * r[..., 7]) * out / (top - nw * _F32(0.9)) + band - v) * _F32(0.9))
+    # sleeves (short or long, hanging close to the body) for some, straps for the rest
     has_sl = r[..., 2] < _F32(0.45)
     sw = _F32(0.04) + _F32(0.04) * p["sleeve"]
-    ln = _F32(0.08) + _F32(0.5) * p["length"]
-    sl = _obox(au, v, top - sw, sw * _F32(1.2), top - sw + ln * _F32(0.45), sw * _F32(1.2) + ln * _F32(0.9), sw)
+    ln = _F32(0.08) + _F32(0.6) * p["length"]
+    drop = _F32(1.05) + _F32(0.45) * r[..., 6]
+    ax, ay = top - sw * _F32(0.5), sw * _F32(1.2)
+    ln = np.minimum(ln, (_F32(0.95) - ay) / np.sin(drop))
+    sl = _obox(au, v, ax, ay, ax + ln * np.cos(drop), ay + ln * np.sin(drop), sw)
     d = np.minimum(d, sl + _F32(9.0) * _flag(~has_sl))
-    nw = top * (_F32(0.4) + _F32(0.5) * p["neckline"])
+    # neck: on most the back of the dress shows through it (a darker patch, at most a shallow
+    # notch); the rest are cut open
     nd = _F32(0.04) + _F32(0.12) * p["neckline"]
-    d = np.maximum(d, -_ellipse(u, v, _F32(0.0), _F32(0.0), nw, nd))
+    ne = _ellipse(u, v, _F32(0.0), _F32(0.0), nw, nd)
+    inside = r[..., 4] < _F32(0.6)
+    back = nd * np.where(inside, _F32(0.3) * r[..., 5], _F32(1.0))
+    d = np.maximum(d, -np.maximum(ne, v - back))
+    ne *= _F32(-30.0)
+    np.clip(ne, _F32(0.0), (_F32(0.3) + _F32(0.6) * r[..., 5]) * _flag(inside), out=ne)
     belt = _line(v - waist_v, _F32(0.012)) * r[..., 3]
-    return d, belt
+    return d, np.maximum(belt, ne)
 
 
 def _sandal(u, v, p, r, H):
@@ -483,8 +533,8 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
         r = shape_r[idx]
         fr = frame_r[idx]
         H = height(p, r) if height is not None else _F32(1.0)
-        # pixels -> shape units: the long side spans 26.5..28 px, tilt about the centre
-        s = (_F32(26.5) + _F32(1.5) * fr[..., 0]) / np.maximum(H, _F32(1.0))
+        # pixels -> shape units: the long side spans 27..28.2 px (as in the photos, fitted to the frame), tilt about the centre
+        s = (_F32(27.0) + _F32(1.2) * fr[..., 0]) / np.maximum(H, _F32(1.0))
         ang = np.deg2rad(_col(params, "tilt", idx))
         ca, sa = np.cos(ang) / s, np.sin(ang) / s
         u = ca * _X + sa * _Y
