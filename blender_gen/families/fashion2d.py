@@ -121,7 +121,7 @@ def _wave(f, ang, phase, x, y):
 
 
 def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0), no_sleeves=_F32(0.0), neck=_F32(1.0),
-         gather=_F32(0.0), shoulder=None, closed=None):
+         gather=_F32(0.0), shoulder=None, closed=None, stand=(0.01, 0.04)):
     """Shared upper-body garment: body trapezoid, shoulders, two sleeves, neck hole."""
     au = np.abs(u)
     bw = body_w
@@ -129,15 +129,17 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     # shoulder drop at the edge of the body
     sh = _F32(0.03) + _F32(0.1) * r[..., 0] if shoulder is None else shoulder
     # a rib hem (`gather` > 0) draws the body in below the rib line
-    rib_v = _F32(0.93) + _F32(0.03) * r[..., 3]
+    rib_v = _F32(0.9) + _F32(0.06) * r[..., 3]
     hw = _lerp(bw, bw * hem, v) - gather * bw * np.clip((v - rib_v) * _F32(30.0), _F32(0.0), _F32(1.0))
     body = np.maximum(_between(v, _F32(0.0), _F32(1.0)), au - hw)
     # the back of the collar is the highest point, level across the neck; the shoulders slope
-    # down from its ends a step lower (the neck band stands up to ~1.5 px above the shoulder
-    # seams; in the photos the top row holds the collar, not a notch)
+    # down from its ends a step lower (the neck band stands `stand` = (low, span) above the
+    # shoulder seams: a pullover's crew neck hardly, a shirt's collar up to 2 px, so that in the
+    # photos a shirt's top rows are much narrower than a pullover's; the top row holds the
+    # collar, not a notch)
     cn = nw * _F32(0.9)
     out = np.maximum(au - cn, _F32(0.0))
-    band = (_F32(0.01) + _F32(0.04) * r[..., 20]) * np.minimum(out * _F32(30.0), _F32(1.0))
+    band = (_F32(stand[0]) + _F32(stand[1]) * r[..., 20]) * np.minimum(out * _F32(30.0), _F32(1.0))
     body = np.maximum(body, (sh * out / np.maximum(bw - cn, _F32(0.03)) + band - v) * _F32(0.9))
     # sleeve: from the shoulder, outwards and down by `sleeve_drop` (radians below horizontal)
     sw = (_F32(0.05) + _F32(0.035) * p["sleeve"]) * sleeve_w
@@ -145,7 +147,8 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     ax, ay = bw + sw * inset, sh + sw * _F32(0.6)
     # long sleeves end at or above the hem (the photos frame the whole garment, so a cuff never
     # runs off the bottom edge)
-    ln = np.minimum(sleeve_len, (_F32(0.97) - ay) / np.sin(sleeve_drop))
+    # (above the rib, where there is one)
+    ln = np.minimum(sleeve_len, (np.where(gather > _F32(0.0), rib_v - _F32(0.02), _F32(0.97)) - ay) / np.sin(sleeve_drop))
     bx = ax + ln * np.cos(sleeve_drop)
     by = ay + ln * np.sin(sleeve_drop)
     sl = _obox(au, v, ax, ay, bx, by, sw) + _F32(9.0) * no_sleeves
@@ -201,7 +204,7 @@ def _front(cls, u, v, au, bw, p, r):
     flap = np.maximum(au - (cw + _F32(0.03)) * (_F32(1.0) - v / ch), -v)
     flap *= _F32(-30.0)
     np.clip(flap, _F32(0.0), (_F32(0.3) + _F32(0.4) * r[..., 29]) * has_collar * _flag(r[..., 30] < _F32(0.7)), out=flap)
-    rib = _line(v - (_F32(0.93) + _F32(0.03) * r[..., 3]), _F32(0.015)) * (_F32(0.4) + _F32(0.6) * r[..., 4])
+    rib = _line(v - (_F32(0.9) + _F32(0.06) * r[..., 3]), _F32(0.015)) * (_F32(0.4) + _F32(0.6) * r[..., 4])
     rib *= _flag(r[..., 14] < pr)
     hw = _F32(0.06) + _F32(0.08) * r[..., 11]
     cy = _F32(0.3) + _F32(0.1) * r[..., 3]
@@ -214,7 +217,10 @@ def _front(cls, u, v, au, bw, p, r):
 
 def _gather(cls, r):
     """How far a rib hem (present with the class's _FRONT_P rate, as the rib line) draws the body in."""
-    return (_F32(0.05) + _F32(0.15) * r[..., 21]) * _flag(r[..., 14] < _F32(_FRONT_P[cls][2]))
+    # a pullover's knitted rib pulls in hard: in the photos the bottom rows of a pullover are a
+    # third of its full width (sleeves included), of a coat or shirt two thirds
+    amount = _F32(0.12) + _F32(0.28) * r[..., 21] if cls == 2 else _F32(0.05) + _F32(0.15) * r[..., 21]
+    return amount * _flag(r[..., 14] < _F32(_FRONT_P[cls][2]))
 
 
 def _tshirt(u, v, p, r):
@@ -236,7 +242,7 @@ def _pullover(u, v, p, r):
     ln = _F32(0.72) + _F32(0.25) * p["length"]
     drop = _F32(1.36) + _F32(0.22) * r[..., 2]  # sleeves hang close to the body, as in the photos
     d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.88) + _F32(0.24) * p["heel"], gather=_gather(2, r),
-                           shoulder=_F32(0.02) + _F32(0.09) * r[..., 0])
+                           shoulder=_F32(0.02) + _F32(0.09) * r[..., 0], stand=(0.01, 0.02))
     dark, lit = _front(2, u, v, au, bw, p, r)
     return d, np.maximum(_F32(0.6) * seam, dark) - lit
 
@@ -280,7 +286,8 @@ def _shirt(u, v, p, r):
     ln = np.where(short, _F32(0.1) + _F32(0.12) * p["length"], _F32(0.68) + _F32(0.27) * p["length"])
     drop = np.where(short, _F32(0.4) + _F32(0.6) * r[..., 2], _F32(1.42) + _F32(0.16) * r[..., 2])
     d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.88) + _F32(0.24) * p["heel"], gather=_gather(6, r),
-                           shoulder=_F32(0.04) + _F32(0.11) * r[..., 0], sleeve_w=_F32(1.15), no_sleeves=_flag(bare))
+                           shoulder=_F32(0.04) + _F32(0.11) * r[..., 0], sleeve_w=_F32(1.15), no_sleeves=_flag(bare),
+                           stand=(0.02, 0.03))
     # shirt tails: on some, the hem curves up towards the sides
     tail = _F32(0.06) * r[..., 6] * _flag(r[..., 10] < _F32(0.5))
     d = np.maximum(d, v - _F32(1.0) + tail * np.square(np.minimum(au / bw, _F32(1.0))))
