@@ -269,7 +269,7 @@ def _coat(u, v, p, r):
     # most coats in the photos close at the neck: a stand-up collar or hood fills the neck hole
     # that pullovers, shirts and T-shirts show
     cw = _F32(0.07) + _F32(0.06) * p["neckline"]
-    collar = _box(u, v, _F32(0.0), _F32(0.02) * r[..., 17], cw, _F32(0.05))
+    collar = _box(u, v, _F32(0.0), _F32(0.04), cw, _F32(0.04) + _F32(0.01) * r[..., 17])  # its top at the frame top, like every class's
     d = np.minimum(d, collar + _F32(9.0) * _flag(~stand))
     cline = _line(v - _F32(0.07), _F32(0.015), au - cw) * _flag(stand)
     return d, np.maximum(np.maximum(np.maximum(_F32(0.6) * seam, lapel * r[..., 4] * _flag(r[..., 16] >= _F32(0.6))), np.maximum(cline, hood_line)),
@@ -444,9 +444,13 @@ def _boot(u, v, p, r, H):
     h *= h
     h *= _F32(0.25) / k
     d = np.maximum(np.minimum(foot, shaft) - h, np.abs(u) - _F32(0.5))
-    # a raised heel leaves a gap under the arch
-    hh = _F32(0.02) + _F32(0.15) * p["heel"]
-    arch = _box(u, v, _F32(0.05) + _F32(0.1) * r[..., 2], H, _F32(0.17), hh - _F32(0.02))
+    # a raised heel leaves a gap under the arch: the sole rises from the ball of the foot to the
+    # front of the heel block (a wedge of background, as in the photos, not a rectangular notch)
+    hh = _F32(0.01) + _F32(0.15) * p["heel"]
+    u_heel = _F32(0.22) + _F32(0.1) * r[..., 2]
+    u_ball = u_heel - _F32(0.25) - _F32(0.2) * r[..., 5]
+    t = np.clip((u - u_ball) / (u_heel - u_ball), _F32(0.0), _F32(1.0))
+    arch = np.maximum(H - hh * t - v, np.maximum(u_ball - u, u - u_heel))
     d = np.maximum(d, -arch)
     collar = _line(v - (_F32(0.02) + _F32(0.08) * p["neckline"]), _F32(0.02), front_top - u)
     sole_line = _line(v - (H - sole), _F32(0.015))
@@ -492,7 +496,7 @@ _CLASSES = {
     6: (_garment(_shirt), None),
     7: (_sneaker, lambda p, r: _F32(0.3) + _F32(0.3) * p["length"]),
     8: (_bag, lambda p, r: _F32(0.45) + _F32(0.5) * p["width"]),  # from flat clutches to tall totes
-    9: (_boot, lambda p, r: _F32(0.6) + _F32(0.35) * p["length"]),
+    9: (_boot, lambda p, r: _F32(0.52) + _F32(0.43) * p["length"]),  # down to the low ankle boots of the photos
 }
 _SHAPE_PARAMS = ("width", "length", "sleeve", "neckline", "heel")
 
@@ -558,12 +562,18 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
         r = shape_r[idx]
         fr = frame_r[idx]
         H = height(p, r) if height is not None else _F32(1.0)
-        # pixels -> shape units: the long side spans 27..28.2 px (as in the photos, fitted to the frame), tilt about the centre
-        s = (_F32(27.0) + _F32(1.2) * fr[..., 0]) / np.maximum(H, _F32(1.0))
+        # pixels -> shape units: the long side spans 27.5..28.5 px, tilt about the centre.
+        # Fashion-MNIST fits each product's box to the frame, so the top row holds the product's
+        # highest point at full strength even when that is a narrow collar: garments (H = 1) sit
+        # 0.35 px high, their top edge 0.4..0.85 px above the frame. (Centred at 27..28 px the top
+        # row of tops was half empty, less so on coats, and the model read the class from that.)
+        s = (_F32(27.5) + _F32(1.0) * fr[..., 0]) / np.maximum(H, _F32(1.0))
         ang = np.deg2rad(_col(params, "tilt", idx))
         ca, sa = np.cos(ang) / s, np.sin(ang) / s
         u = ca * _X + sa * _Y
         v = ca * _Y - sa * _X + H * _F32(0.5)
+        if height is None:
+            v += _F32(0.35) / s
         d, det = shape(u, v, p, r, H)
         # distance in pixels -> coverage, a one-pixel ramp
         d *= -s
