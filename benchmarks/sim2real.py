@@ -55,8 +55,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--norm", choices=["batch", "group"], default="batch",
                    help="normalisation layers of the CNN: batch (the trainer's) or group (per-sample statistics, "
                         "8 groups: nothing learnt about the generated set's batch statistics)")
-    p.add_argument("--preblur", type=float, default=0.0, help="fixed Gaussian blur (std in pixels) in front of the "
-                   "CNN, for training and test alike (removes edge-profile detail from both domains)")
+    p.add_argument("--preblur", type=float, default=0.0, help="SmallCNN's input_blur: fixed Gaussian blur (std in "
+                   "pixels) of the input, in training and test alike (hides edge-profile detail in both domains)")
     p.add_argument("--clean", action="store_true", help="diagnostic: train, drop the generated samples that model "
                    "misreads, train a fresh model on the rest (what ambiguous generated samples cost)")
     p.add_argument("--trim", type=float, default=0.0, help="fraction of each batch's highest-loss samples left out "
@@ -156,26 +156,18 @@ def main() -> None:
 
 def train(args, family, images, labels):
     """Train SmallCNN (with the benchmark's options) for args.epochs passes over the images."""
-    import numpy as np
     import torch
     import torch.nn.functional as F
 
     from trainer.models import SmallCNN, to_input
 
     n = len(images)
-    model = SmallCNN(num_classes=family.NUM_CLASSES, width=args.width, hidden=args.hidden, dropout=args.dropout)
+    model = SmallCNN(num_classes=family.NUM_CLASSES, width=args.width, hidden=args.hidden, dropout=args.dropout,
+                     input_blur=args.preblur)
     if args.norm == "group":
         for i, m in enumerate(model.features):
             if isinstance(m, torch.nn.BatchNorm2d):
                 model.features[i] = torch.nn.GroupNorm(8, m.num_features)
-    if args.preblur:
-        r = np.arange(-3, 4, dtype=np.float32)
-        k1 = np.exp(-0.5 * (r / args.preblur) ** 2)
-        k2 = np.outer(k1, k1) / np.outer(k1, k1).sum()
-        conv = torch.nn.Conv2d(1, 1, 7, padding=3, bias=False)
-        conv.weight.data[:] = torch.from_numpy(k2)
-        conv.weight.requires_grad_(False)
-        model.features.insert(0, conv)
     per_epoch = math.ceil(n / args.batch)
     steps = per_epoch * args.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)

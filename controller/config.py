@@ -52,6 +52,7 @@ class ModelCfg:
     width: int = 32
     dropout: float = 0.3
     hidden: int = 128
+    input_blur: float = 0.0  # std in pixels of a fixed Gaussian blur of the input (0 = off)
 
 
 @dataclass

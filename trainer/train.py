@@ -148,7 +148,8 @@ def train(cfg: RunConfig, controller: str) -> dict:
         num_classes = int(stream.info["num_classes"])
         in_ch = image_shape[2] if len(image_shape) == 3 else 1
         net = build(cfg.model.name, in_channels=in_ch, num_classes=num_classes,
-                    width=cfg.model.width, dropout=cfg.model.dropout, hidden=cfg.model.hidden).to(device)
+                    width=cfg.model.width, dropout=cfg.model.dropout, hidden=cfg.model.hidden,
+                    input_blur=cfg.model.input_blur).to(device)
         model = net  # what the training step calls: the DDP wrapper when data-parallel
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
