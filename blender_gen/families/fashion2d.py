@@ -1,7 +1,8 @@
 """fashion2d: procedural garment, shoe and bag silhouettes, 28×28, normalised like Fashion-MNIST.
 
 Fashion-MNIST (Xiao, Rasul & Vollgraf 2017) shows each product front-on (garments) or in side
-view with the toe to the left (shoes), its longest side scaled to the frame, light on black.
+view with the toe to the left (shoes), its box fitted to the frame on its longest side (so the
+end rows hold the product's extremes, a collar or a hem, at full strength), light on black.
 Each class here is a parametric silhouette: a union (min) and difference (max of the negated
 distance) of a few signed-distance primitives — trapezoids, oriented boxes, ellipses, rings —
 whose geometry is per-sample ``[b, 1]`` columns broadcast against the flat pixel grid. Coverage
@@ -11,8 +12,9 @@ supersampling. Garments use ``|u|`` so one sleeve primitive draws both sleeves.
 Shape parameters are shared across classes and mean the analogous thing in each (``sleeve``
 is sleeve width on tops, leg width on trousers, strap or sole thickness on shoes, handle
 thickness on bags …). The fill is a procedural texture (flat, gradient, stripes, checks,
-spots, print, knit) times fold shading, darker detail lines (seams, plackets, zips, soles,
-laces, flaps), a brighter (or darker) one-pixel rim inside the outline, a 3-tap blur or sharpen
+spots, print, knit) times fold shading, detail lines (seams, plackets, zips, soles, laces,
+flaps; mostly darker, though a placket or a collar may be brighter, as shadows in the photo come
+out once it is negated), a brighter (or darker) one-pixel rim inside the outline, a 3-tap blur or sharpen
 and per-pixel noise; finally each image is stretched so its brightest pixel is 255, as every
 Fashion-MNIST image is (light products on the photos' white ground come out as dim bodies with
 bright outlines).
@@ -45,6 +47,7 @@ _X = np.tile(_PIX, _SIZE)[None, :]
 _Y = np.repeat(_PIX, _SIZE)[None, :]
 _N_SHAPE = 32  # per-sample shape draws (stream "shape")
 _N_PAT = 10  # per-sample pattern draws (stream "pattern")
+_TOP = _SIZE * _SIZE // 2  # the top half of the flat pixel rows
 
 _NOISE = rng.normal(np.array([0x66617368], np.uint64), "fashion2d:noise-table", 1 << 16)[0]
 _NOISE_WINDOWS = np.lib.stride_tricks.sliding_window_view(_NOISE, _SIZE * _SIZE)
@@ -122,7 +125,10 @@ def _wave(f, ang, phase, x, y):
 
 def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0), no_sleeves=_F32(0.0), neck=_F32(1.0),
          gather=_F32(0.0), shoulder=None, closed=None, stand=(0.01, 0.04)):
-    """Shared upper-body garment: body trapezoid, shoulders, two sleeves, neck hole."""
+    """Shared upper-body garment: body trapezoid (drawn in below a rib hem by ``gather``), the
+    neck band on top with the shoulders sloping down from it (``shoulder``, ``stand``), two
+    sleeves, a neck opening (shown as a patch on most, cut on the rest, neither if ``closed``).
+    Returns (distance, seam darkening, |u|, sleeve half-width)."""
     au = np.abs(u)
     bw = body_w
     nw = (_F32(0.06) + _F32(0.07) * p["neckline"]) * neck
@@ -130,7 +136,9 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     sh = _F32(0.03) + _F32(0.1) * r[..., 0] if shoulder is None else shoulder
     # a rib hem (`gather` > 0) draws the body in below the rib line
     rib_v = _F32(0.9) + _F32(0.06) * r[..., 3]
-    hw = _lerp(bw, bw * hem, v) - gather * bw * np.clip((v - rib_v) * _F32(30.0), _F32(0.0), _F32(1.0))
+    hw = _lerp(bw, bw * hem, v)
+    if np.ndim(gather):
+        hw -= gather * bw * np.clip((v - rib_v) * _F32(30.0), _F32(0.0), _F32(1.0))
     body = np.maximum(_between(v, _F32(0.0), _F32(1.0)), au - hw)
     # the back of the collar is the highest point, level across the neck; the shoulders slope
     # down from its ends a step lower (the neck band stands `stand` = (low, span) above the
@@ -146,8 +154,7 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     inset = np.where(sleeve_drop < _F32(1.2), _F32(-0.5), _F32(0.2))  # short sleeves start inside the body
     ax, ay = bw + sw * inset, sh + sw * _F32(0.6)
     # long sleeves end at or above the hem (the photos frame the whole garment, so a cuff never
-    # runs off the bottom edge)
-    # (above the rib, where there is one)
+    # runs off the bottom edge), above the rib where there is one
     ln = np.minimum(sleeve_len, (np.where(gather > _F32(0.0), rib_v - _F32(0.02), _F32(0.97)) - ay) / np.sin(sleeve_drop))
     bx = ax + ln * np.cos(sleeve_drop)
     by = ay + ln * np.sin(sleeve_drop)
@@ -157,9 +164,9 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     nd = (_F32(0.03) + _F32(0.08) * p["neckline"]) * (_F32(0.6) + _F32(0.8) * r[..., 1])
     # on most, as in the photos, the inside of the back shows through the neck: the collar's back
     # stays (at most a shallow notch) and the opening is a darker patch; the rest (and wide
-    # sleeveless necks) are cut open
+    # sleeveless necks) are cut open; on coats closed to the neck (zip, stand collar or hood)
+    # neither shows
     ne = _ellipse(u, v, _F32(0.0), _F32(0.0), nw, nd)
-    # on coats closed to the neck (zip, stand collar or hood) neither shows
     inside = (r[..., 18] < _F32(0.75)) & (neck < _F32(1.5))
     back = nd * np.where(inside, _F32(0.3) * r[..., 19], _F32(1.0))
     if closed is not None:
@@ -169,9 +176,11 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     # the sleeve/body seam, and sleeves shaded apart from the body (outside the product both
     # are masked anyway)
     seam = np.maximum(_line(sl - body, _F32(0.02)), np.clip(body * _F32(40.0), _F32(0.0), _F32(0.4)) * r[..., 10])
-    ne *= _F32(-30.0)
-    np.clip(ne, _F32(0.0), (_F32(0.4) + _F32(0.6) * r[..., 19]) * _flag(inside), out=ne)
-    seam = np.maximum(seam, ne)
+    # (the patch lies inside the neck, in the top half of the frame for any tilt up to 40
+    # degrees, so it is only worked out there)
+    top = ne[:, :_TOP] * _F32(-30.0)
+    np.clip(top, _F32(0.0), (_F32(0.4) + _F32(0.6) * r[..., 19]) * _flag(inside), out=top)
+    np.maximum(seam[:, :_TOP], top, out=seam[:, :_TOP])
     return d, seam, au, sw
 
 
@@ -184,7 +193,7 @@ _FRONT_P = {
     0: (0.05, 0.10, 0.20, 0.40, 0.05),  # T-shirt / top
     2: (0.10, 0.05, 0.70, 0.30, 0.05),  # pullover
     4: (0.85, 0.30, 0.20, 0.05, 0.50),  # coat
-    6: (0.80, 0.75, 0.10, 0.10, 0.20),  # shirt
+    6: (0.80, 0.90, 0.10, 0.10, 0.20),  # shirt
 }
 
 
@@ -198,10 +207,13 @@ def _front(cls, u, v, au, bw, p, r):
     lit = r[..., 27] < _F32(0.5)
     cw = _F32(0.06) + _F32(0.07) * p["neckline"]
     has_collar = _flag(r[..., 13] < pk)
-    collar = _line(au - cw * (_F32(1.0) - v / _F32(0.14)), _F32(0.02), v - _F32(0.14)) * has_collar
+    # the collar line and flaps lie above v = 0.18, in the top half of the frame for any tilt up
+    # to 40 degrees, so they are only worked out there
+    tu, tv = au[:, :_TOP], v[:, :_TOP]
+    collar = _line(tu - cw * (_F32(1.0) - tv / _F32(0.14)), _F32(0.02), tv - _F32(0.14)) * has_collar
     # a shirt collar's two flaps: a triangle from the neck band down to a point on the placket
     ch = _F32(0.1) + _F32(0.08) * r[..., 28]
-    flap = np.maximum(au - (cw + _F32(0.03)) * (_F32(1.0) - v / ch), -v)
+    flap = np.maximum(tu - (cw + _F32(0.03)) * (_F32(1.0) - tv / ch), -tv)
     flap *= _F32(-30.0)
     np.clip(flap, _F32(0.0), (_F32(0.3) + _F32(0.4) * r[..., 29]) * has_collar * _flag(r[..., 30] < _F32(0.7)), out=flap)
     rib = _line(v - (_F32(0.9) + _F32(0.06) * r[..., 3]), _F32(0.015)) * (_F32(0.4) + _F32(0.6) * r[..., 4])
@@ -211,8 +223,11 @@ def _front(cls, u, v, au, bw, p, r):
     chest = np.clip(-_box(u, v, _F32(0.0), cy, hw, hw * _F32(0.8)) * _F32(40.0), _F32(0.0), _F32(0.7)) * _flag(r[..., 15] < pp)
     pocket = _line(v - (_F32(0.6) + _F32(0.1) * r[..., 7]), _F32(0.015), np.abs(au - bw * _F32(0.55)) - bw * _F32(0.3))
     pocket *= _flag(r[..., 8] < po)
-    dark = np.maximum(np.maximum(np.maximum(centre * _flag(~lit), collar), np.maximum(rib, chest)), pocket)
-    return dark, np.maximum(centre * _flag(lit), flap)
+    dark = np.maximum(np.maximum(centre * _flag(~lit), np.maximum(rib, chest)), pocket)
+    np.maximum(dark[:, :_TOP], collar, out=dark[:, :_TOP])
+    bright = centre * _flag(lit)
+    np.maximum(bright[:, :_TOP], flap, out=bright[:, :_TOP])
+    return dark, bright
 
 
 def _gather(cls, r):
@@ -248,7 +263,8 @@ def _pullover(u, v, p, r):
 
 
 def _coat(u, v, p, r):
-    # the pullover's outlines, a neck opening from small (high collar) to wide, and lapels
+    # the pullover's outlines, a neck opening from small (high collar) to wide, lapels on the
+    # open ones
     bw = _F32(0.17) + _F32(0.1) * p["width"]
     ln = _F32(0.72) + _F32(0.25) * p["length"]
     drop = _F32(1.36) + _F32(0.22) * r[..., 2]  # sleeves hang close to the body, as in the photos
@@ -385,6 +401,11 @@ def _sandal(u, v, p, r, H):
         apx = x0 + rx * (r[..., 7 + k] - _F32(0.5))
         d = np.minimum(d, np.minimum(_obox(u, v, x0 - rx, ground_k, apx, ground_k - hgt, st),
                                      _obox(u, v, apx, ground_k - hgt, x0 + rx, ground_k, st)))
+        if k == 0:
+            # on a third the front strap is a wide band over the forefoot (slides, mules, woven
+            # flats: the dense sandals the photos show), a dome standing on the sole
+            vamp = np.maximum(_ellipse(u, v, x0, ground_k, rx + _F32(0.08), hgt), v - ground_k)
+            d = np.minimum(d, vamp + _F32(9.0) * _flag(r[..., 12] >= _F32(0.33)))
     back_x = seat_x - _F32(0.05) * r[..., 4]
     ank_x = back_x - _F32(0.06) - _F32(0.1) * r[..., 9]
     seat_v = ground - heel_h
