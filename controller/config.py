@@ -37,6 +37,9 @@ class SceneCfg:
     # what to validate on when trainer.val_data is not given: a path, "sklearn-digits", or
     # "stream" (the first trainer.val_stream_samples generated samples, held out from training)
     val_data: Optional[str] = None
+    # the blur (std, pixels) this family's images suggest for the CNN's input (model.input_blur
+    # overrides it); null = none
+    input_blur: Optional[float] = None
 
 
 @dataclass
@@ -52,7 +55,8 @@ class ModelCfg:
     width: int = 32
     dropout: float = 0.3
     hidden: int = 128
-    input_blur: float = 0.0  # std in pixels of a fixed Gaussian blur of the input (0 = off)
+    # std in pixels of a fixed Gaussian blur of the input (0 = off); null = the scene's input_blur
+    input_blur: Optional[float] = None
 
 
 @dataclass

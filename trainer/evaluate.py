@@ -19,7 +19,7 @@ def load_model(path: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
     mc = ck["model_cfg"]
     model = build(mc["name"], in_channels=ck["in_channels"], num_classes=ck["num_classes"],
                   width=mc["width"], dropout=mc["dropout"], hidden=mc.get("hidden", 128),
-                  input_blur=mc.get("input_blur", 0.0)).to(device)
+                  input_blur=mc.get("input_blur") or 0.0).to(device)
     model.load_state_dict(ck["model"])
     return model.eval(), ck
 

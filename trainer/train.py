@@ -147,9 +147,10 @@ def train(cfg: RunConfig, controller: str) -> dict:
     with stream:
         num_classes = int(stream.info["num_classes"])
         in_ch = image_shape[2] if len(image_shape) == 3 else 1
+        input_blur = cfg.model.input_blur if cfg.model.input_blur is not None else (cfg.scene.input_blur or 0.0)
         net = build(cfg.model.name, in_channels=in_ch, num_classes=num_classes,
                     width=cfg.model.width, dropout=cfg.model.dropout, hidden=cfg.model.hidden,
-                    input_blur=cfg.model.input_blur).to(device)
+                    input_blur=input_blur).to(device)
         model = net  # what the training step calls: the DDP wrapper when data-parallel
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -243,7 +244,8 @@ def train(cfg: RunConfig, controller: str) -> dict:
         if not main_rank:
             log.info("trainer: rank %d done: %d samples", rank, stream.consumed)
             return {}
-    torch.save({"model": net.state_dict(), "model_cfg": asdict(cfg.model), "in_channels": in_ch,
+    torch.save({"model": net.state_dict(), "model_cfg": {**asdict(cfg.model), "input_blur": input_blur},
+                "in_channels": in_ch,
                 "num_classes": num_classes, "image_shape": list(image_shape), "samples": stream.consumed * world,
                 "family": cfg.scene.name, "val": {k: v for k, v in history[-1].items() if k.startswith("val/")}},
                run_dir / "checkpoint.pt")
