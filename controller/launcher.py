@@ -241,6 +241,9 @@ def check(cfg: RunConfig) -> None:
         raise config_mod.ConfigError(f"policy.name: unknown policy '{cfg.policy.name}'; available: {list(policies.NAMES)}")
     if not 0.0 <= cfg.trainer.real_fraction < 1.0:
         raise config_mod.ConfigError("trainer.real_fraction must be in [0, 1)")
+    for key, blur in (("model.input_blur", cfg.model.input_blur), ("scene.input_blur", cfg.scene.input_blur)):
+        if blur is not None and not 0.0 <= blur <= 3.0:
+            raise config_mod.ConfigError(f"{key}={blur}: expected a blur std in pixels in [0, 3] (0 = off)")
     for key in ("launcher.workers", "controller.request_size", "controller.credits", "budget.samples",
                 "trainer.batch_size", "trainer.ranks"):
         section, name = key.split(".")

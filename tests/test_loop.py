@@ -157,6 +157,7 @@ def test_failing_trainer_stops_the_run_with_a_clear_message(tmp_path, env):
     ("trainer.lrr=0.1", "lrr"),
     ("scene.params.slant.low=5", "slant"),
     ("trainer.val_data=/nonexistent/digits.npz", "does not exist"),
+    ("model.input_blur=5", "model.input_blur=5.0: expected a blur std in pixels in [0, 3]"),
 ])
 def test_bad_configuration_fails_at_start_with_the_key(tmp_path, env, override, needle):
     p, _ = _run(tmp_path, env, override, timeout=60)
