@@ -6,7 +6,7 @@ trusts nothing: it checks the version, the kind, each field's type, the dtype wh
 shape × itemsize equals the frame's length, and size limits, and raises ``ProtocolError``
 (with a short ``reason`` for counters) on anything else. Only JSON and raw arrays are ever
 decoded: a data service must not execute what it receives (cf. pyzmq's examples/serialization,
-without its object-serialising ``send_pyobj``).
+minus its generic Python-object helper).
 """
 
 from __future__ import annotations

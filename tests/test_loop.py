@@ -61,8 +61,6 @@ def test_default_loop_learns_and_replays(tmp_path, env):
     assert out["n"] == 1797 and abs(out["accuracy"] - vals[-1]["val/acc"]) < 1e-6
     # the scene's input blur (mnist2d.yaml) was used and travels with the checkpoint: the equal
     # accuracy above is that blurred model rebuilt by otfgen-eval
-    import torch
-
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["model_cfg"]["input_blur"] == 1.0
 
 

@@ -11,6 +11,7 @@ def test_input_blur_is_a_normalised_gaussian_of_the_given_std():
     m = SmallCNN(input_blur=1.0)
     delta = torch.zeros(1, 1, 15, 15)
     delta[0, 0, 7, 7] = 1.0
+    assert m.blur_kernel.shape[-1] == 7  # radius 3 std
     out = F.conv2d(delta, m.blur_kernel, padding=3)[0, 0]
     assert out.sum().item() == pytest.approx(1.0, abs=1e-6)  # flat regions keep their level
     r = torch.arange(15.0) - 7
@@ -33,6 +34,14 @@ def test_blur_changes_the_features_and_zero_is_off():
         again.load_state_dict(blurred.state_dict())
         again.eval()
         torch.testing.assert_close(again(x), blurred(x))
+
+
+def test_wide_blur_gets_a_wide_kernel():
+    m = SmallCNN(input_blur=2.5)
+    k = m.blur_kernel[0, 0]
+    r = torch.arange(k.shape[-1], dtype=torch.float32) - k.shape[-1] // 2
+    assert (k.sum(0) * r**2).sum().item() == pytest.approx(2.5**2, rel=0.05)  # not truncated to 7 taps
+    assert m(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("bad", [-0.5, 10.0])

@@ -21,7 +21,7 @@ def load_model(path: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
                   width=mc["width"], dropout=mc["dropout"], hidden=mc.get("hidden", 128),
                   input_blur=mc.get("input_blur") or 0.0).to(device)
     model.load_state_dict(ck["model"])
-    return model.eval(), ck
+    return model.train(False), ck
 
 
 def main(argv: list[str] | None = None) -> None:

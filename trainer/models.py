@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,10 +27,11 @@ class SmallCNN(nn.Module):
         if not 0.0 <= self.input_blur <= 3.0:
             raise ValueError(f"model.input_blur={input_blur}: expected a blur std in pixels in [0, 3] (0 = off)")
         if self.input_blur > 0:
-            r = torch.arange(-3, 4, dtype=torch.float32)
+            self.blur_radius = max(1, math.ceil(3 * self.input_blur))  # 3 std: 7 taps at std 1
+            r = torch.arange(-self.blur_radius, self.blur_radius + 1, dtype=torch.float32)
             k = torch.exp(-0.5 * (r / self.input_blur) ** 2)
             k2 = torch.outer(k, k) / torch.outer(k, k).sum()
-            self.register_buffer("blur_kernel", k2.expand(in_channels, 1, 7, 7).clone(), persistent=False)
+            self.register_buffer("blur_kernel", k2.expand(in_channels, 1, *k2.shape).clone(), persistent=False)
 
         def block(cin: int, cout: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -45,7 +48,7 @@ class SmallCNN(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features [B, hidden] (what the ``match`` policy compares with real data)."""
         if self.input_blur > 0:
-            x = F.conv2d(x, self.blur_kernel, padding=3, groups=x.shape[1])
+            x = F.conv2d(x, self.blur_kernel, padding=self.blur_radius, groups=x.shape[1])
         return self.body(self.features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -56,7 +56,7 @@ def pick_device(name: str) -> torch.device:
 def evaluate(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, device: torch.device,
              num_classes: int, batch_size: int = 1000) -> dict:
     """Accuracy, mean loss and per-class accuracy on real images (uint8) — the figures we report."""
-    model.eval()
+    model.train(False)
     correct = np.zeros(num_classes)
     count = np.zeros(num_classes)
     loss_sum = 0.0
@@ -262,7 +262,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
 @torch.no_grad()
 def real_feature_mean(model, images: np.ndarray, device: torch.device) -> torch.Tensor:
     """Mean of the L2-normalised penultimate features of real images (for the match policy)."""
-    model.eval()
+    model.train(False)
     f = torch.cat([F.normalize(model.embed(to_input(torch.from_numpy(images[i:i + 1000]).to(device))), dim=1)
                    for i in range(0, len(images), 1000)])
     model.train()

@@ -166,22 +166,30 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     # stays (at most a shallow notch) and the opening is a darker patch; the rest (and wide
     # sleeveless necks) are cut open; on coats closed to the neck (zip, stand collar or hood)
     # neither shows
-    ne = _ellipse(u, v, _F32(0.0), _F32(0.0), nw, nd)
     inside = (r[..., 18] < _F32(0.75)) & (neck < _F32(1.5))
     back = nd * np.where(inside, _F32(0.3) * r[..., 19], _F32(1.0))
     if closed is not None:
         inside &= ~closed
         back *= _flag(~closed)
-    d = np.maximum(d, -np.maximum(ne, v - back))
+    d, patch = _neck(d, u, v, nw, nd, back, (_F32(0.4) + _F32(0.6) * r[..., 19]) * _flag(inside))
     # the sleeve/body seam, and sleeves shaded apart from the body (outside the product both
     # are masked anyway)
     seam = np.maximum(_line(sl - body, _F32(0.02)), np.clip(body * _F32(40.0), _F32(0.0), _F32(0.4)) * r[..., 10])
-    # (the patch lies inside the neck, in the top half of the frame for any tilt up to 40
-    # degrees, so it is only worked out there)
-    top = ne[:, :_TOP] * _F32(-30.0)
-    np.clip(top, _F32(0.0), (_F32(0.4) + _F32(0.6) * r[..., 19]) * _flag(inside), out=top)
-    np.maximum(seam[:, :_TOP], top, out=seam[:, :_TOP])
+    np.maximum(seam[:, :_TOP], patch, out=seam[:, :_TOP])
     return d, seam, au, sw
+
+
+def _neck(d, u, v, nw, nd, back, shade):
+    """Cut the neck (an ellipse nw × nd at the top centre) from ``d`` above ``v = back``; the rest
+    of the opening, where the back shows through, is a patch darkened by ``shade`` (0 = none).
+
+    Returns (d, patch): the patch lies inside the neck, in the top half of the frame for any
+    tilt up to 40 degrees, so it is worked out there only ([b, _TOP] flat pixels).
+    """
+    ne = _ellipse(u, v, _F32(0.0), _F32(0.0), nw, nd)
+    d = np.maximum(d, -np.maximum(ne, v - back))
+    patch = ne[:, :_TOP] * _F32(-30.0)
+    return d, np.clip(patch, _F32(0.0), shade, out=patch)
 
 
 # Front details of upper-body garments and how often each class shows them. In the real
@@ -358,14 +366,12 @@ def _dress(u, v, p, r):
     # neck: on most the back of the dress shows through it (a darker patch, at most a shallow
     # notch); the rest are cut open
     nd = _F32(0.04) + _F32(0.12) * p["neckline"]
-    ne = _ellipse(u, v, _F32(0.0), _F32(0.0), nw, nd)
     inside = r[..., 4] < _F32(0.6)
     back = nd * np.where(inside, _F32(0.3) * r[..., 5], _F32(1.0))
-    d = np.maximum(d, -np.maximum(ne, v - back))
-    ne *= _F32(-30.0)
-    np.clip(ne, _F32(0.0), (_F32(0.3) + _F32(0.6) * r[..., 5]) * _flag(inside), out=ne)
+    d, patch = _neck(d, u, v, nw, nd, back, (_F32(0.3) + _F32(0.6) * r[..., 5]) * _flag(inside))
     belt = _line(v - waist_v, _F32(0.012)) * r[..., 3]
-    return d, np.maximum(belt, ne)
+    np.maximum(belt[:, :_TOP], patch, out=belt[:, :_TOP])
+    return d, belt
 
 
 def _sandal(u, v, p, r, H):
