@@ -485,7 +485,8 @@ def _raster(params: dict, seeds: np.ndarray, x, y, sigma, step, g) -> np.ndarray
     gain = level / ((_F32(1.0) - np.exp(-g)) * _F32(1.0 - _FLOOR))
     blank *= (-gain)[:, :, None]
     blank += (gain - level * _F32(_FLOOR / (1.0 - _FLOOR)))[:, :, None]
-    img = np.clip(blank, _F32(0.0), level[:, :, None], out=blank)
+    img = np.maximum(blank, _F32(0.0), out=blank)  # maximum/minimum: np.clip is ~3x slower on float32
+    np.minimum(img, level[:, :, None], out=img)
     # Noise is read from a fixed table of normal deviates at a per-sample random offset: one
     # gather instead of 784 hashes per image (the table is a pure function of a constant seed).
     noise = _col(params, "noise")[:, :, None]
@@ -495,5 +496,6 @@ def _raster(params: dict, seeds: np.ndarray, x, y, sigma, step, g) -> np.ndarray
     grain += _F32(1.0)
     img *= grain
     img += _F32(0.5)
-    np.clip(img, 0.0, 255.0, out=img)
+    np.maximum(img, _F32(0.0), out=img)  # a YAML may widen noise until grain = 1 + noise·N goes negative
+    np.minimum(img, _F32(255.0), out=img)
     return img.astype(np.uint8)
