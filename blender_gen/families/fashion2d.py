@@ -62,6 +62,13 @@ def _lerp(a, b, t):
     return a + (b - a) * t
 
 
+def _clamp(x, lo, hi):
+    """np.clip(x, lo, hi, out=x) on a temporary: a maximum and a minimum in place (np.clip on
+    float32 costs several times as much, for its NaN handling)."""
+    np.maximum(x, lo, out=x)
+    return np.minimum(x, hi, out=x)
+
+
 def _box(u, v, cx, cy, hw, hh):
     return np.maximum(np.abs(u - cx) - hw, np.abs(v - cy) - hh)
 
@@ -124,10 +131,11 @@ def _wave(f, ang, phase, x, y):
 
 
 def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0), no_sleeves=_F32(0.0), neck=_F32(1.0),
-         gather=_F32(0.0), shoulder=None, closed=None, stand=(0.01, 0.04)):
+         gather=_F32(0.0), shoulder=None, closed=None, stand=(0.01, 0.04), hem_v=None):
     """Shared upper-body garment: body trapezoid (drawn in below a rib hem by ``gather``), the
     neck band on top with the shoulders sloping down from it (``shoulder``, ``stand``), two
     sleeves, a neck opening (shown as a patch on most, cut on the rest, neither if ``closed``).
+    ``hem_v`` (< 1) ends the body above the bottom of the frame, where the cuffs then reach.
     Returns (distance, seam darkening, |u|, sleeve half-width)."""
     au = np.abs(u)
     bw = body_w
@@ -135,11 +143,12 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     # shoulder drop at the edge of the body
     sh = _F32(0.03) + _F32(0.1) * r[..., 0] if shoulder is None else shoulder
     # a rib hem (`gather` > 0) draws the body in below the rib line
-    rib_v = _F32(0.9) + _F32(0.06) * r[..., 3]
+    end = _F32(1.0) if hem_v is None else hem_v
+    rib_v = (_F32(0.9) + _F32(0.06) * r[..., 3]) * end
     hw = _lerp(bw, bw * hem, v)
     if np.ndim(gather):
-        hw -= gather * bw * np.clip((v - rib_v) * _F32(30.0), _F32(0.0), _F32(1.0))
-    body = np.maximum(_between(v, _F32(0.0), _F32(1.0)), au - hw)
+        hw -= gather * bw * _clamp((v - rib_v) * _F32(30.0), _F32(0.0), _F32(1.0))
+    body = np.maximum(_between(v, _F32(0.0), end), au - hw)
     # the back of the collar is the highest point, level across the neck; the shoulders slope
     # down from its ends a step lower (the neck band stands `stand` = (low, span) above the
     # shoulder seams: a pullover's crew neck hardly, a shirt's collar up to 2 px, so that in the
@@ -154,8 +163,12 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     inset = np.where(sleeve_drop < _F32(1.2), _F32(-0.5), _F32(0.2))  # short sleeves start inside the body
     ax, ay = bw + sw * inset, sh + sw * _F32(0.6)
     # long sleeves end at or above the hem (the photos frame the whole garment, so a cuff never
-    # runs off the bottom edge), above the rib where there is one
-    ln = np.minimum(sleeve_len, (np.where(gather > _F32(0.0), rib_v - _F32(0.02), _F32(0.97)) - ay) / np.sin(sleeve_drop))
+    # runs off the bottom edge), above the rib where there is one; where the body ends short of
+    # the frame's bottom (``hem_v``), the cuffs reach it, as on many pullovers and coats
+    cap = np.where(gather > _F32(0.0), rib_v - _F32(0.02), _F32(0.97))
+    if hem_v is not None:
+        cap = np.where(hem_v < _F32(1.0), _F32(1.0), cap)
+    ln = np.minimum(sleeve_len, (cap - ay) / np.sin(sleeve_drop))
     bx = ax + ln * np.cos(sleeve_drop)
     by = ay + ln * np.sin(sleeve_drop)
     sl = _obox(au, v, ax, ay, bx, by, sw) + _F32(9.0) * no_sleeves
@@ -174,7 +187,7 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     d, patch = _neck(d, u, v, nw, nd, back, (_F32(0.4) + _F32(0.6) * r[..., 19]) * _flag(inside))
     # the sleeve/body seam, and sleeves shaded apart from the body (outside the product both
     # are masked anyway)
-    seam = np.maximum(_line(sl - body, _F32(0.02)), np.clip(body * _F32(40.0), _F32(0.0), _F32(0.4)) * r[..., 10])
+    seam = np.maximum(_line(sl - body, _F32(0.02)), _clamp(body * _F32(40.0), _F32(0.0), _F32(0.4)) * r[..., 10])
     np.maximum(seam[:, :_TOP], patch, out=seam[:, :_TOP])
     return d, seam, au, sw
 
@@ -189,7 +202,7 @@ def _neck(d, u, v, nw, nd, back, shade):
     ne = _ellipse(u, v, _F32(0.0), _F32(0.0), nw, nd)
     d = np.maximum(d, -np.maximum(ne, v - back))
     patch = ne[:, :_TOP] * _F32(-30.0)
-    return d, np.clip(patch, _F32(0.0), shade, out=patch)
+    return d, _clamp(patch, _F32(0.0), shade)
 
 
 # Front details of upper-body garments and how often each class shows them. In the real
@@ -205,7 +218,7 @@ _FRONT_P = {
 }
 
 
-def _front(cls, u, v, au, bw, p, r):
+def _front(cls, u, v, au, bw, p, r, hem_v=_F32(1.0)):
     """(darkening, brightening) from the class's front details, each present with its _FRONT_P
     probability. Shadows in the photo (a placket's or zip's edges, a collar's underside) come out
     brighter once it is negated, highlights darker, so the centre line and the collar go either way."""
@@ -223,12 +236,12 @@ def _front(cls, u, v, au, bw, p, r):
     ch = _F32(0.1) + _F32(0.08) * r[..., 28]
     flap = np.maximum(tu - (cw + _F32(0.03)) * (_F32(1.0) - tv / ch), -tv)
     flap *= _F32(-30.0)
-    np.clip(flap, _F32(0.0), (_F32(0.3) + _F32(0.4) * r[..., 29]) * has_collar * _flag(r[..., 30] < _F32(0.7)), out=flap)
-    rib = _line(v - (_F32(0.9) + _F32(0.06) * r[..., 3]), _F32(0.015)) * (_F32(0.4) + _F32(0.6) * r[..., 4])
+    _clamp(flap, _F32(0.0), (_F32(0.3) + _F32(0.4) * r[..., 29]) * has_collar * _flag(r[..., 30] < _F32(0.7)))
+    rib = _line(v - (_F32(0.9) + _F32(0.06) * r[..., 3]) * hem_v, _F32(0.015)) * (_F32(0.4) + _F32(0.6) * r[..., 4])
     rib *= _flag(r[..., 14] < pr)
     hw = _F32(0.06) + _F32(0.08) * r[..., 11]
     cy = _F32(0.3) + _F32(0.1) * r[..., 3]
-    chest = np.clip(-_box(u, v, _F32(0.0), cy, hw, hw * _F32(0.8)) * _F32(40.0), _F32(0.0), _F32(0.7)) * _flag(r[..., 15] < pp)
+    chest = _clamp(-_box(u, v, _F32(0.0), cy, hw, hw * _F32(0.8)) * _F32(40.0), _F32(0.0), _F32(0.7)) * _flag(r[..., 15] < pp)
     pocket = _line(v - (_F32(0.6) + _F32(0.1) * r[..., 7]), _F32(0.015), np.abs(au - bw * _F32(0.55)) - bw * _F32(0.3))
     pocket *= _flag(r[..., 8] < po)
     dark = np.maximum(np.maximum(centre * _flag(~lit), np.maximum(rib, chest)), pocket)
@@ -262,11 +275,17 @@ def _pullover(u, v, p, r):
     # real photos they differ mostly by the front, and giving each class its own outline taught
     # the model a cue the photos do not carry
     bw = _F32(0.17) + _F32(0.1) * p["width"]
-    ln = _F32(0.72) + _F32(0.25) * p["length"]
+    # in the photos the cuffs of most pullovers hang as low as the rib hem or lower: the bottom
+    # row holds the two cuffs and the body ends a pixel or three above (a shirt's body is the
+    # longest part); there the sleeves reach the bottom whatever their length, and length sets
+    # where the body ends
+    short = r[..., 24] < _F32(0.6)
+    hem_v = np.where(short, _F32(0.88) + _F32(0.05) * r[..., 25] + _F32(0.05) * p["length"], _F32(1.0))
+    ln = _F32(0.72) + _F32(0.25) * p["length"] + _F32(0.15) * _flag(short)
     drop = _F32(1.36) + _F32(0.22) * r[..., 2]  # sleeves hang close to the body, as in the photos
     d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.88) + _F32(0.24) * p["heel"], gather=_gather(2, r),
-                           shoulder=_F32(0.02) + _F32(0.09) * r[..., 0], stand=(0.01, 0.02))
-    dark, lit = _front(2, u, v, au, bw, p, r)
+                           shoulder=_F32(0.02) + _F32(0.09) * r[..., 0], stand=(0.01, 0.02), hem_v=hem_v)
+    dark, lit = _front(2, u, v, au, bw, p, r, hem_v)
     return d, np.maximum(_F32(0.6) * seam, dark) - lit
 
 
@@ -274,20 +293,23 @@ def _coat(u, v, p, r):
     # the pullover's outlines, a neck opening from small (high collar) to wide, lapels on the
     # open ones
     bw = _F32(0.17) + _F32(0.1) * p["width"]
-    ln = _F32(0.72) + _F32(0.25) * p["length"]
+    short = r[..., 24] < _F32(0.5)  # cuffs lower than the hem, as on pullovers
+    hem_v = np.where(short, _F32(0.9) + _F32(0.04) * r[..., 25] + _F32(0.04) * p["length"], _F32(1.0))
+    ln = _F32(0.72) + _F32(0.25) * p["length"] + _F32(0.15) * _flag(short)
     drop = _F32(1.36) + _F32(0.22) * r[..., 2]  # sleeves hang close to the body, as in the photos
     # in the photos coats slope more at the shoulders than pullovers, and many have a hood
     # (a dome over the collar) or a stand-up collar
     stand = r[..., 16] < _F32(0.15)
     hood = (r[..., 16] >= _F32(0.15)) & (r[..., 16] < _F32(0.45))
     d, seam, au, sw = _top(u, v, p, r, sleeve_len=ln, sleeve_drop=drop, body_w=bw, hem=_F32(0.88) + _F32(0.24) * p["heel"], gather=_gather(4, r),
-                          neck=_F32(0.7) + _F32(0.6) * r[..., 9], closed=r[..., 16] < _F32(0.6), shoulder=_F32(0.04) + _F32(0.12) * r[..., 0] + _F32(0.04) * _flag(hood))
+                          neck=_F32(0.7) + _F32(0.6) * r[..., 9], closed=r[..., 16] < _F32(0.6), shoulder=_F32(0.04) + _F32(0.12) * r[..., 0] + _F32(0.04) * _flag(hood),
+                          hem_v=hem_v)
     hry = _F32(0.06) + _F32(0.06) * r[..., 22]
     hrx = _F32(0.09) + _F32(0.06) * r[..., 23] + _F32(0.03) * p["neckline"]
     hd = _ellipse(u, v, _F32(0.0), hry, hrx, hry)
     d = np.minimum(d, hd + _F32(9.0) * _flag(~hood))
     hood_line = _line(hd + _F32(0.03), _F32(0.015), v - hry) * _flag(hood)
-    dark, lit = _front(4, u, v, au, bw, p, r)
+    dark, lit = _front(4, u, v, au, bw, p, r, hem_v)
     lap_depth = _F32(0.15) + _F32(0.25) * r[..., 6]
     lapel = _line(au - (_F32(0.1) + _F32(0.06) * p["neckline"]) * (_F32(1.0) - v / lap_depth), _F32(0.02), v - lap_depth)
     # most coats in the photos close at the neck: a stand-up collar or hood fills the neck hole
@@ -326,11 +348,11 @@ def _trouser(u, v, p, r):
     leg = _F32(0.05) + _F32(0.035) * p["sleeve"]  # half-width of a leg at the hem
     ankle_c = np.maximum(top_w - leg * (_F32(0.75) - _F32(0.3) * p["heel"]) + _F32(0.02) * (r[..., 0] - _F32(0.5)),
                          leg + _F32(0.025))
-    outer = _lerp(top_w, ankle_c + leg, np.clip(v, 0.0, 1.0))
+    outer = _lerp(top_w, ankle_c + leg, _clamp(v.copy(), _F32(0.0), _F32(1.0)))
     crotch = _F32(0.22) + _F32(0.18) * (_F32(1.0) - p["length"])
-    t = np.clip((v - crotch) / (_F32(1.0) - crotch), 0.0, 1.0)
+    t = _clamp((v - crotch) / (_F32(1.0) - crotch), _F32(0.0), _F32(1.0))
     # the legs part at the crotch with a visible gap that widens a little to the hem
-    inner = (ankle_c - leg) * (_F32(0.7) + _F32(0.3) * t) * np.clip((v - crotch) * _F32(200.0), _F32(0.0), _F32(1.0))
+    inner = (ankle_c - leg) * (_F32(0.7) + _F32(0.3) * t) * _clamp((v - crotch) * _F32(200.0), _F32(0.0), _F32(1.0))
     d = np.maximum(np.maximum(au - outer, inner - au), _between(v, _F32(0.0), _F32(1.0)))
     band = _F32(0.03) + _F32(0.06) * p["neckline"]
     d = np.minimum(d, _box(u, v, _F32(0.0), band * _F32(0.5), top_w + _F32(0.06) * p["neckline"], band * _F32(0.5)))  # waistband
@@ -346,7 +368,7 @@ def _dress(u, v, p, r):
     waist = top * (_F32(0.75) + _F32(0.3) * r[..., 1])
     hem = waist + _F32(0.01) + _F32(0.13) * p["heel"]
     # piecewise linear: top -> waist over [0, waist_v], waist -> hem over [waist_v, 1]
-    hw = top + (waist - top) * np.clip(v / waist_v, _F32(0.0), _F32(1.0)) + (hem - waist) * np.clip((v - waist_v) / (_F32(1.0) - waist_v), _F32(0.0), _F32(1.0))
+    hw = top + (waist - top) * _clamp(v / waist_v, _F32(0.0), _F32(1.0)) + (hem - waist) * _clamp((v - waist_v) / (_F32(1.0) - waist_v), _F32(0.0), _F32(1.0))
     d = np.maximum(au - hw, _between(v, _F32(0.0), _F32(1.0)))
     # shoulders slope from the ends of the neck band (so the neckline moves the outline even
     # where the neck is not cut open)
@@ -389,7 +411,7 @@ def _sandal(u, v, p, r, H):
     d_heel = _box(u, v, _F32(0.45) - post_w, ground - heel_h * _F32(0.5), post_w, heel_h * _F32(0.5) + sole)
     d = np.minimum(d_sole, d_heel + _F32(9.0) * _flag(heel_h <= _F32(0.05)))
     # some heeled sandals in the photos stand on a wedge: the space under the sole filled
-    sole_v = ground - heel_h * np.clip((u - mid_x) / (seat_x - mid_x), _F32(0.0), _F32(1.0))
+    sole_v = ground - heel_h * _clamp((u - mid_x) / (seat_x - mid_x), _F32(0.0), _F32(1.0))
     wedge = np.maximum(np.maximum(sole_v - v, v - H), np.maximum(mid_x - u, u - _F32(0.5) + sole))
     d = np.minimum(d, wedge + _F32(9.0) * _flag(r[..., 11] > _F32(0.3)))
     # straps as the photos show them in side view: toe and instep straps are thin "^" bands
@@ -400,7 +422,7 @@ def _sandal(u, v, p, r, H):
     spread = _F32(0.7) + _F32(0.3) * p["width"]  # how far apart along the foot the straps stand
     for k, x0 in enumerate((-0.3, -0.05)):
         x0 = _F32(x0) * spread
-        ground_k = ground - heel_h * np.clip((x0 - mid_x) / (seat_x - mid_x), _F32(0.0), _F32(1.0))
+        ground_k = ground - heel_h * _clamp((x0 - mid_x) / (seat_x - mid_x), _F32(0.0), _F32(1.0))
         rx = _F32(0.05) + _F32(0.08) * r[..., 2 + k]
         hgt = (_F32(0.05) + _F32(0.3) * p["length"] * (_F32(0.5) + _F32(0.5) * r[..., 5 + k])) * (_F32(0.8) + _F32(0.4) * p["neckline"])
         hgt = np.maximum(np.minimum(hgt, ground_k - top_v), _F32(0.02))
@@ -432,10 +454,10 @@ def _sneaker(u, v, p, r, H):
     # to the collar: the photos show low shoes, not wedges rising from the tip
     toe_len = _F32(0.12) + _F32(0.2) * r[..., 5]
     slope = (H - toe_h) / (uc + _F32(0.5) - toe_len)
-    t = np.clip((u + _F32(0.5) - toe_len) / (uc + _F32(0.5) - toe_len), _F32(0.0), _F32(1.0))
+    t = _clamp((u + _F32(0.5) - toe_len) / (uc + _F32(0.5) - toe_len), _F32(0.0), _F32(1.0))
     rise = t * (_F32(1.5) - _F32(0.5) * t)
     dip = H * (_F32(0.1) + _F32(0.25) * (_F32(1.0) - p["heel"])) / (_F32(0.5) - uc)
-    back = np.clip(u - uc, _F32(0.0), _F32(1.0))
+    back = _clamp(u - uc, _F32(0.0), _F32(1.0))
     v_top = (H - toe_h) * (_F32(1.0) - rise) + dip * back
     d = np.maximum((v_top - v) / np.sqrt(_F32(1.0) + slope * slope), np.maximum(np.abs(u - sole * _F32(0.5)) - _F32(0.5) + sole * _F32(0.5), v - H))
     d = np.minimum(d, _box(u, v, _F32(0.0), H - sole * _F32(0.5), _F32(0.5), sole * _F32(0.5)))  # the sole runs out to the toe
@@ -461,7 +483,7 @@ def _boot(u, v, p, r, H):
     shaft_w = _F32(0.3) + _F32(0.2) * p["width"]
     front_top = _F32(0.5) - shaft_w
     front_bot = front_top - _F32(0.05) - _F32(0.3) * r[..., 1]
-    t = np.clip(v / (H - foot_h * _F32(0.5)), 0.0, 1.0)
+    t = _clamp(v / (H - foot_h * _F32(0.5)), _F32(0.0), _F32(1.0))
     # the shaft's top edge dips towards the front by the neckline (collar) depth
     dip = _F32(0.12) * p["neckline"] * (_F32(0.5) - u) / shaft_w
     shaft = np.maximum(np.maximum(_lerp(front_top, front_bot, t) - u, u - _F32(0.5)), _between(v, dip, H))
@@ -476,7 +498,7 @@ def _boot(u, v, p, r, H):
     hh = _F32(0.01) + _F32(0.15) * p["heel"]
     u_heel = _F32(0.22) + _F32(0.1) * r[..., 2]
     u_ball = u_heel - _F32(0.25) - _F32(0.2) * r[..., 5]
-    t = np.clip((u - u_ball) / (u_heel - u_ball), _F32(0.0), _F32(1.0))
+    t = _clamp((u - u_ball) / (u_heel - u_ball), _F32(0.0), _F32(1.0))
     arch = np.maximum(H - hh * t - v, np.maximum(u_ball - u, u - u_heel))
     d = np.maximum(d, -arch)
     collar = _line(v - (_F32(0.02) + _F32(0.08) * p["neckline"]), _F32(0.02), front_top - u)
@@ -542,22 +564,22 @@ def _pattern(kind: int, x, y, q, scale, contrast):
     f = _F32(2 * np.pi) / (_F32(2.0) + _F32(10.0) * scale)  # period 2 (fine) to 12 px (coarse)
     if kind == 1:  # gradient
         t = (x * np.cos(ang) + y * np.sin(ang)) * _F32(1.0 / 28.0) + _F32(0.5)
-        return _F32(1.0) - contrast * np.clip(t, _F32(0.0), _F32(1.0))
+        return _F32(1.0) - contrast * _clamp(t, _F32(0.0), _F32(1.0))
     if kind == 2:  # stripes
         s = _wave(f, ang, ph, x, y)
-        return _F32(1.0) - contrast * np.clip(s * _F32(2.0) + _F32(0.5), _F32(0.0), _F32(1.0))
+        return _F32(1.0) - contrast * _clamp(s * _F32(2.0) + _F32(0.5), _F32(0.0), _F32(1.0))
     if kind == 3:  # checks
         s = _wave(f, ang, ph, x, y) * _wave(f, ang + _F32(np.pi / 2), ph, x, y)
-        return _F32(1.0) - contrast * np.clip(s * _F32(3.0) + _F32(0.5), _F32(0.0), _F32(1.0))
+        return _F32(1.0) - contrast * _clamp(s * _F32(3.0) + _F32(0.5), _F32(0.0), _F32(1.0))
     if kind == 4:  # spots
         s = _wave(f, ang, ph, x, y) * _wave(f, ang + _F32(np.pi / 2), ph, x, y) - _F32(0.5) + _F32(0.4) * q[..., 2]
-        return _F32(1.0) - contrast * np.clip(s * _F32(4.0), _F32(0.0), _F32(1.0))
+        return _F32(1.0) - contrast * _clamp(s * _F32(4.0), _F32(0.0), _F32(1.0))
     if kind == 5:  # print: blobs from three random plane waves
         s = _wave(f, ang, ph, x, y)
         for k in range(2):
             fk = f * (_F32(0.6) + _F32(0.8) * q[..., 5 + k])
             s = s + _wave(fk, _F32(2 * np.pi) * q[..., 3 + k], _F32(2 * np.pi) * q[..., 7 + k], x, y)
-        return _F32(1.0) - contrast * np.clip(s + _F32(0.3), _F32(0.0), _F32(1.0))
+        return _F32(1.0) - contrast * _clamp(s + _F32(0.3), _F32(0.0), _F32(1.0))
     # knit / denim: fine near-vertical ribs (the grain comes with the noise)
     s = _wave(_F32(np.pi) * (_F32(0.5) + _F32(0.5) * q[..., 2]), _F32(0.3) * (q[..., 0] - _F32(0.5)), ph, x, y)
     return _F32(1.0) - contrast * _F32(0.5) * (s + _F32(1.0))
@@ -609,10 +631,10 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
         # material's level: light products on the photos' white ground show as dim bodies
         # with bright outlines once negated
         lvl = level[idx]
-        edge = np.clip(_F32(2.0) - d, _F32(0.0), _F32(1.0))
+        edge = _clamp(_F32(2.0) - d, _F32(0.0), _F32(1.0))
         edge *= rim[idx] - lvl
         edge += lvl
-        np.clip(d, _F32(0.0), _F32(1.0), out=d)
+        _clamp(d, _F32(0.0), _F32(1.0))
         det = det * -(_F32(0.3) + _F32(0.5) * fr[..., 1]) + _F32(1.0)
         edge *= det
         d *= edge
