@@ -69,8 +69,18 @@ def _clamp(x, lo, hi):
     return np.minimum(x, hi, out=x)
 
 
+# The primitives work in place on their own temporaries (same operations in the same order,
+# so the same bits as the plain expressions, with fewer [b, 784] arrays allocated).
+
+
 def _box(u, v, cx, cy, hw, hh):
-    return np.maximum(np.abs(u - cx) - hw, np.abs(v - cy) - hh)
+    a = u - cx
+    np.abs(a, out=a)
+    a -= hw
+    b = v - cy
+    np.abs(b, out=b)
+    b -= hh
+    return np.maximum(a, b, out=a)
 
 
 def _obox(u, v, ax, ay, bx, by, hw):
@@ -79,31 +89,47 @@ def _obox(u, v, ax, ay, bx, by, hw):
     ln = np.sqrt(dx * dx + dy * dy) + _F32(1e-6)
     dx, dy = dx / ln, dy / ln
     pu, pv = u - (ax + bx) * _F32(0.5), v - (ay + by) * _F32(0.5)
-    along = pu * dx + pv * dy
-    across = pv * dx - pu * dy
-    return np.maximum(np.abs(along) - ln * _F32(0.5), np.abs(across) - hw)
+    along = pu * dx  # along = pu dx + pv dy, across = pv dx - pu dy
+    across = pv * dx
+    along += np.multiply(pv, dy, out=pv)
+    across -= np.multiply(pu, dy, out=pu)
+    np.abs(along, out=along)
+    along -= ln * _F32(0.5)
+    np.abs(across, out=across)
+    across -= hw
+    return np.maximum(along, across, out=along)
 
 
 def _ellipse(u, v, cx, cy, rx, ry):
     """Approximate distance to an ellipse (exact on the axes, good enough for a 1-px ramp)."""
-    du, dv = (u - cx) / rx, (v - cy) / ry
-    return (np.sqrt(du * du + dv * dv) - _F32(1.0)) * np.minimum(rx, ry)
+    du, dv = u - cx, v - cy
+    du /= rx
+    dv /= ry
+    du *= du
+    dv *= dv
+    du += dv
+    np.sqrt(du, out=du)
+    du -= _F32(1.0)
+    du *= np.minimum(rx, ry)
+    return du
 
 
 def _between(v, top, bottom):
-    return np.maximum(top - v, v - bottom)
+    a = top - v
+    return np.maximum(a, v - bottom, out=a)
 
 
 def _line(d, width, outside=None):
-    """Darkening of a line at signed distance d (units) of half-width ``width`` (units).
+    """Darkening of a line at signed distance d (units) of half-width ``width`` (units); d is
+    a temporary and is overwritten.
 
     ``outside`` (> 0 off the segment of the line that is drawn) is folded in with a maximum:
     multiplying by a per-pixel boolean mask costs ~7× an arithmetic op (the bool→float cast),
     and ``np.where`` on a random per-pixel condition ~50× (branch misprediction).
     """
-    a = np.abs(d)
+    a = np.abs(d, out=d)
     if outside is not None:
-        a = np.maximum(a, outside)
+        a = np.maximum(a, outside, out=a if np.broadcast(a, outside).shape == a.shape else None)
     a /= -width
     a += _F32(1.0)
     return np.maximum(a, _F32(0.0), out=a)  # a >= 0, so only the floor needs clipping
@@ -148,16 +174,23 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     hw = _lerp(bw, bw * hem, v)
     if np.ndim(gather):
         hw -= gather * bw * _clamp((v - rib_v) * _F32(30.0), _F32(0.0), _F32(1.0))
-    body = np.maximum(_between(v, _F32(0.0), end), au - hw)
+    body = np.maximum(_between(v, _F32(0.0), end), np.subtract(au, hw, out=hw))
     # the back of the collar is the highest point, level across the neck; the shoulders slope
     # down from its ends a step lower (the neck band stands `stand` = (low, span) above the
     # shoulder seams: a pullover's crew neck hardly, a shirt's collar up to 2 px, so that in the
     # photos a shirt's top rows are much narrower than a pullover's; the top row holds the
     # collar, not a notch)
     cn = nw * _F32(0.9)
-    out = np.maximum(au - cn, _F32(0.0))
-    band = (_F32(stand[0]) + _F32(stand[1]) * r[..., 20]) * np.minimum(out * _F32(30.0), _F32(1.0))
-    body = np.maximum(body, (sh * out / np.maximum(bw - cn, _F32(0.03)) + band - v) * _F32(0.9))
+    out = au - cn
+    np.maximum(out, _F32(0.0), out=out)
+    band = np.minimum(out * _F32(30.0), _F32(1.0))
+    band *= _F32(stand[0]) + _F32(stand[1]) * r[..., 20]
+    t = sh * out
+    t /= np.maximum(bw - cn, _F32(0.03))
+    t += band
+    t -= v
+    t *= _F32(0.9)
+    np.maximum(body, t, out=body)
     # sleeve: from the shoulder, outwards and down by `sleeve_drop` (radians below horizontal)
     sw = (_F32(0.05) + _F32(0.035) * p["sleeve"]) * sleeve_w
     inset = np.where(sleeve_drop < _F32(1.2), _F32(-0.5), _F32(0.2))  # short sleeves start inside the body
@@ -171,7 +204,8 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     ln = np.minimum(sleeve_len, (cap - ay) / np.sin(sleeve_drop))
     bx = ax + ln * np.cos(sleeve_drop)
     by = ay + ln * np.sin(sleeve_drop)
-    sl = _obox(au, v, ax, ay, bx, by, sw) + _F32(9.0) * no_sleeves
+    sl = _obox(au, v, ax, ay, bx, by, sw)
+    sl += _F32(9.0) * no_sleeves
     d = np.minimum(body, sl)
     # neck: an ellipse cut from the top
     nd = (_F32(0.03) + _F32(0.08) * p["neckline"]) * (_F32(0.6) + _F32(0.8) * r[..., 1])
@@ -187,7 +221,9 @@ def _top(u, v, p, r, *, sleeve_len, sleeve_drop, body_w, hem, sleeve_w=_F32(1.0)
     d, patch = _neck(d, u, v, nw, nd, back, (_F32(0.4) + _F32(0.6) * r[..., 19]) * _flag(inside))
     # the sleeve/body seam, and sleeves shaded apart from the body (outside the product both
     # are masked anyway)
-    seam = np.maximum(_line(sl - body, _F32(0.02)), _clamp(body * _F32(40.0), _F32(0.0), _F32(0.4)) * r[..., 10])
+    shade = _clamp(body * _F32(40.0), _F32(0.0), _F32(0.4))
+    shade *= r[..., 10]
+    seam = np.maximum(_line(sl - body, _F32(0.02)), shade, out=shade)
     np.maximum(seam[:, :_TOP], patch, out=seam[:, :_TOP])
     return d, seam, au, sw
 
@@ -231,22 +267,34 @@ def _front(cls, u, v, au, bw, p, r, hem_v=_F32(1.0)):
     # the collar line and flaps lie above v = 0.18, in the top half of the frame for any tilt up
     # to 40 degrees, so they are only worked out there
     tu, tv = au[:, :_TOP], v[:, :_TOP]
-    collar = _line(tu - cw * (_F32(1.0) - tv / _F32(0.14)), _F32(0.02), tv - _F32(0.14)) * has_collar
+    collar = _line(tu - cw * (_F32(1.0) - tv / _F32(0.14)), _F32(0.02), tv - _F32(0.14))
+    collar *= has_collar
     # a shirt collar's two flaps: a triangle from the neck band down to a point on the placket
     ch = _F32(0.1) + _F32(0.08) * r[..., 28]
-    flap = np.maximum(tu - (cw + _F32(0.03)) * (_F32(1.0) - tv / ch), -tv)
+    flap = tu - (cw + _F32(0.03)) * (_F32(1.0) - tv / ch)
+    np.maximum(flap, -tv, out=flap)
     flap *= _F32(-30.0)
     _clamp(flap, _F32(0.0), (_F32(0.3) + _F32(0.4) * r[..., 29]) * has_collar * _flag(r[..., 30] < _F32(0.7)))
-    rib = _line(v - (_F32(0.9) + _F32(0.06) * r[..., 3]) * hem_v, _F32(0.015)) * (_F32(0.4) + _F32(0.6) * r[..., 4])
+    rib = _line(v - (_F32(0.9) + _F32(0.06) * r[..., 3]) * hem_v, _F32(0.015))
+    rib *= _F32(0.4) + _F32(0.6) * r[..., 4]
     rib *= _flag(r[..., 14] < pr)
     hw = _F32(0.06) + _F32(0.08) * r[..., 11]
     cy = _F32(0.3) + _F32(0.1) * r[..., 3]
-    chest = _clamp(-_box(u, v, _F32(0.0), cy, hw, hw * _F32(0.8)) * _F32(40.0), _F32(0.0), _F32(0.7)) * _flag(r[..., 15] < pp)
-    pocket = _line(v - (_F32(0.6) + _F32(0.1) * r[..., 7]), _F32(0.015), np.abs(au - bw * _F32(0.55)) - bw * _F32(0.3))
+    chest = _box(u, v, _F32(0.0), cy, hw, hw * _F32(0.8))
+    chest *= _F32(-40.0)
+    _clamp(chest, _F32(0.0), _F32(0.7))
+    chest *= _flag(r[..., 15] < pp)
+    side = au - bw * _F32(0.55)
+    np.abs(side, out=side)
+    side -= bw * _F32(0.3)
+    pocket = _line(v - (_F32(0.6) + _F32(0.1) * r[..., 7]), _F32(0.015), side)
     pocket *= _flag(r[..., 8] < po)
-    dark = np.maximum(np.maximum(centre * _flag(~lit), np.maximum(rib, chest)), pocket)
+    np.maximum(rib, chest, out=rib)
+    np.maximum(rib, pocket, out=rib)
+    dark = centre * _flag(~lit)
+    np.maximum(dark, rib, out=dark)
     np.maximum(dark[:, :_TOP], collar, out=dark[:, :_TOP])
-    bright = centre * _flag(lit)
+    bright = np.multiply(centre, _flag(lit), out=centre)
     np.maximum(bright[:, :_TOP], flap, out=bright[:, :_TOP])
     return dark, bright
 
@@ -356,7 +404,7 @@ def _trouser(u, v, p, r):
     d = np.maximum(np.maximum(au - outer, inner - au), _between(v, _F32(0.0), _F32(1.0)))
     band = _F32(0.03) + _F32(0.06) * p["neckline"]
     d = np.minimum(d, _box(u, v, _F32(0.0), band * _F32(0.5), top_w + _F32(0.06) * p["neckline"], band * _F32(0.5)))  # waistband
-    detail = np.maximum(_line(v - band, _F32(0.012)), _F32(0.5) * _line(u, _F32(0.012), v - crotch))
+    detail = np.maximum(_line(v - band, _F32(0.012)), _F32(0.5) * _line(u.copy(), _F32(0.012), v - crotch))
     return d, detail
 
 
@@ -563,26 +611,39 @@ def _pattern(kind: int, x, y, q, scale, contrast):
     ph = _F32(2 * np.pi) * q[..., 1]
     f = _F32(2 * np.pi) / (_F32(2.0) + _F32(10.0) * scale)  # period 2 (fine) to 12 px (coarse)
     if kind == 1:  # gradient
-        t = (x * np.cos(ang) + y * np.sin(ang)) * _F32(1.0 / 28.0) + _F32(0.5)
-        return _F32(1.0) - contrast * _clamp(t, _F32(0.0), _F32(1.0))
-    if kind == 2:  # stripes
-        s = _wave(f, ang, ph, x, y)
-        return _F32(1.0) - contrast * _clamp(s * _F32(2.0) + _F32(0.5), _F32(0.0), _F32(1.0))
-    if kind == 3:  # checks
-        s = _wave(f, ang, ph, x, y) * _wave(f, ang + _F32(np.pi / 2), ph, x, y)
-        return _F32(1.0) - contrast * _clamp(s * _F32(3.0) + _F32(0.5), _F32(0.0), _F32(1.0))
-    if kind == 4:  # spots
-        s = _wave(f, ang, ph, x, y) * _wave(f, ang + _F32(np.pi / 2), ph, x, y) - _F32(0.5) + _F32(0.4) * q[..., 2]
-        return _F32(1.0) - contrast * _clamp(s * _F32(4.0), _F32(0.0), _F32(1.0))
-    if kind == 5:  # print: blobs from three random plane waves
-        s = _wave(f, ang, ph, x, y)
+        t = x * np.cos(ang)
+        t += y * np.sin(ang)
+        t *= _F32(1.0 / 28.0)
+        t += _F32(0.5)
+    elif kind == 2:  # stripes
+        t = _wave(f, ang, ph, x, y)
+        t *= _F32(2.0)
+        t += _F32(0.5)
+    elif kind in (3, 4):  # checks, spots
+        t = _wave(f, ang, ph, x, y)
+        t *= _wave(f, ang + _F32(np.pi / 2), ph, x, y)
+        if kind == 3:
+            t *= _F32(3.0)
+            t += _F32(0.5)
+        else:
+            t -= _F32(0.5)
+            t += _F32(0.4) * q[..., 2]
+            t *= _F32(4.0)
+    elif kind == 5:  # print: blobs from three random plane waves
+        t = _wave(f, ang, ph, x, y)
         for k in range(2):
             fk = f * (_F32(0.6) + _F32(0.8) * q[..., 5 + k])
-            s = s + _wave(fk, _F32(2 * np.pi) * q[..., 3 + k], _F32(2 * np.pi) * q[..., 7 + k], x, y)
-        return _F32(1.0) - contrast * _clamp(s + _F32(0.3), _F32(0.0), _F32(1.0))
-    # knit / denim: fine near-vertical ribs (the grain comes with the noise)
-    s = _wave(_F32(np.pi) * (_F32(0.5) + _F32(0.5) * q[..., 2]), _F32(0.3) * (q[..., 0] - _F32(0.5)), ph, x, y)
-    return _F32(1.0) - contrast * _F32(0.5) * (s + _F32(1.0))
+            t += _wave(fk, _F32(2 * np.pi) * q[..., 3 + k], _F32(2 * np.pi) * q[..., 7 + k], x, y)
+        t += _F32(0.3)
+    else:  # knit / denim: fine near-vertical ribs (the grain comes with the noise)
+        t = _wave(_F32(np.pi) * (_F32(0.5) + _F32(0.5) * q[..., 2]), _F32(0.3) * (q[..., 0] - _F32(0.5)), ph, x, y)
+        t += _F32(1.0)
+        t *= contrast * _F32(0.5)
+        return np.subtract(_F32(1.0), t, out=t)
+    # 1 - contrast · clamp(t, 0, 1), in place
+    _clamp(t, _F32(0.0), _F32(1.0))
+    t *= contrast
+    return np.subtract(_F32(1.0), t, out=t)
 
 
 def _col(params: dict, name: str, idx=None) -> np.ndarray:
@@ -619,8 +680,11 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
         s = (_F32(27.5) + _F32(1.0) * fr[..., 0]) / np.maximum(H, _F32(1.0))
         ang = np.deg2rad(_col(params, "tilt", idx))
         ca, sa = np.cos(ang) / s, np.sin(ang) / s
-        u = ca * _X + sa * _Y
-        v = ca * _Y - sa * _X + H * _F32(0.5)
+        u = ca * _X
+        u += sa * _Y
+        v = ca * _Y
+        v -= sa * _X
+        v += H * _F32(0.5)
         if height is None:
             v += _F32(0.35) / s
         d, det = shape(u, v, p, r, H)
@@ -635,7 +699,8 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
         edge *= rim[idx] - lvl
         edge += lvl
         _clamp(d, _F32(0.0), _F32(1.0))
-        det = det * -(_F32(0.3) + _F32(0.5) * fr[..., 1]) + _F32(1.0)
+        det = det * -(_F32(0.3) + _F32(0.5) * fr[..., 1])
+        det += _F32(1.0)
         edge *= det
         d *= edge
         alpha[idx] = d
