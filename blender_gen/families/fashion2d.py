@@ -257,45 +257,68 @@ _FRONT_P = {
 def _front(cls, u, v, au, bw, p, r, hem_v=_F32(1.0)):
     """(darkening, brightening) from the class's front details, each present with its _FRONT_P
     probability. Shadows in the photo (a placket's or zip's edges, a collar's underside) come out
-    brighter once it is negated, highlights darker, so the centre line and the collar go either way."""
-    pc, pk, pr, pp, po = (_F32(x) for x in _FRONT_P[cls])
-    centre = _line(u - _F32(0.02) * (r[..., 5] - _F32(0.5)), _F32(0.016), _F32(0.05) - v)
-    centre *= (_F32(0.5) + _F32(0.5) * r[..., 7]) * _flag(r[..., 12] < pc)
+    brighter once it is negated, highlights darker, so the centre line and the collar go either way.
+
+    A detail is worked out only on the rows (samples) that show it where it is rare (rate 0.5 or
+    less): elsewhere it is 0, and the maximum with 0 leaves the others as they are, so the
+    bytes are those of working it out everywhere and multiplying by the 0/1 flag."""
+    pc, pk, pr, pp, po = _FRONT_P[cls]
+    b = u.shape[0]
+    hem_v = np.broadcast_to(hem_v, (b, 1))
+
+    def rows(rate, on):
+        """(rows to work a detail out on, its 0/1 flag there): all rows for common details."""
+        if rate > 0.5:
+            return slice(None), _flag(on)
+        sel = np.flatnonzero(on[:, 0])
+        return sel, _F32(1.0)
+
     lit = r[..., 27] < _F32(0.5)
-    cw = _F32(0.06) + _F32(0.07) * p["neckline"]
-    has_collar = _flag(r[..., 13] < pk)
+    sel, f = rows(pc, r[..., 12] < _F32(pc))
+    centre = np.zeros_like(u)
+    c = _line(u[sel] - _F32(0.02) * (r[sel, :, 5] - _F32(0.5)), _F32(0.016), _F32(0.05) - v[sel])
+    c *= (_F32(0.5) + _F32(0.5) * r[sel, :, 7]) * f
+    centre[sel] = c
+    dark = centre * _flag(~lit)
+    bright = np.multiply(centre, _flag(lit), out=centre)
     # the collar line and flaps lie above v = 0.18, in the top half of the frame for any tilt up
     # to 40 degrees, so they are only worked out there
-    tu, tv = au[:, :_TOP], v[:, :_TOP]
+    sel, f = rows(pk, r[..., 13] < _F32(pk))
+    tu, tv = au[sel, :_TOP], v[sel, :_TOP]
+    cw = _F32(0.06) + _F32(0.07) * p["neckline"][sel]
+    rs = r[sel]
     collar = _line(tu - cw * (_F32(1.0) - tv / _F32(0.14)), _F32(0.02), tv - _F32(0.14))
-    collar *= has_collar
+    collar *= f
     # a shirt collar's two flaps: a triangle from the neck band down to a point on the placket
-    ch = _F32(0.1) + _F32(0.08) * r[..., 28]
+    ch = _F32(0.1) + _F32(0.08) * rs[..., 28]
     flap = tu - (cw + _F32(0.03)) * (_F32(1.0) - tv / ch)
     np.maximum(flap, -tv, out=flap)
     flap *= _F32(-30.0)
-    _clamp(flap, _F32(0.0), (_F32(0.3) + _F32(0.4) * r[..., 29]) * has_collar * _flag(r[..., 30] < _F32(0.7)))
-    rib = _line(v - (_F32(0.9) + _F32(0.06) * r[..., 3]) * hem_v, _F32(0.015))
-    rib *= _F32(0.4) + _F32(0.6) * r[..., 4]
-    rib *= _flag(r[..., 14] < pr)
-    hw = _F32(0.06) + _F32(0.08) * r[..., 11]
-    cy = _F32(0.3) + _F32(0.1) * r[..., 3]
-    chest = _box(u, v, _F32(0.0), cy, hw, hw * _F32(0.8))
+    _clamp(flap, _F32(0.0), (_F32(0.3) + _F32(0.4) * rs[..., 29]) * f * _flag(rs[..., 30] < _F32(0.7)))
+    dark[sel, :_TOP] = np.maximum(dark[sel, :_TOP], collar)
+    bright[sel, :_TOP] = np.maximum(bright[sel, :_TOP], flap)
+    # rib line, chest print, pockets
+    sel, f = rows(pr, r[..., 14] < _F32(pr))
+    rib = _line(v[sel] - (_F32(0.9) + _F32(0.06) * r[sel, :, 3]) * hem_v[sel], _F32(0.015))
+    rib *= _F32(0.4) + _F32(0.6) * r[sel, :, 4]
+    rib *= f
+    dark[sel] = np.maximum(dark[sel], rib)
+    sel, f = rows(pp, r[..., 15] < _F32(pp))
+    hw = _F32(0.06) + _F32(0.08) * r[sel, :, 11]
+    cy = _F32(0.3) + _F32(0.1) * r[sel, :, 3]
+    chest = _box(u[sel], v[sel], _F32(0.0), cy, hw, hw * _F32(0.8))
     chest *= _F32(-40.0)
     _clamp(chest, _F32(0.0), _F32(0.7))
-    chest *= _flag(r[..., 15] < pp)
-    side = au - bw * _F32(0.55)
+    chest *= f
+    dark[sel] = np.maximum(dark[sel], chest)
+    sel, f = rows(po, r[..., 8] < _F32(po))
+    bws = bw[sel]
+    side = au[sel] - bws * _F32(0.55)
     np.abs(side, out=side)
-    side -= bw * _F32(0.3)
-    pocket = _line(v - (_F32(0.6) + _F32(0.1) * r[..., 7]), _F32(0.015), side)
-    pocket *= _flag(r[..., 8] < po)
-    np.maximum(rib, chest, out=rib)
-    np.maximum(rib, pocket, out=rib)
-    dark = centre * _flag(~lit)
-    np.maximum(dark, rib, out=dark)
-    np.maximum(dark[:, :_TOP], collar, out=dark[:, :_TOP])
-    bright = np.multiply(centre, _flag(lit), out=centre)
-    np.maximum(bright[:, :_TOP], flap, out=bright[:, :_TOP])
+    side -= bws * _F32(0.3)
+    pocket = _line(v[sel] - (_F32(0.6) + _F32(0.1) * r[sel, :, 7]), _F32(0.015), side)
+    pocket *= f
+    dark[sel] = np.maximum(dark[sel], pocket)
     return dark, bright
 
 
