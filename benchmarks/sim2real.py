@@ -69,6 +69,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--self-check", type=int, default=0, metavar="N",
                    help="also score N fresh generated samples and print the error rate per parameter bin "
                         "(which regions of the space the model itself cannot read)")
+    p.add_argument("--save-model", default=None, help="write the trained model's state dict here (torch.save), "
+                   "to probe it afterwards without retraining")
     p.add_argument("--save-grid", default=None, help="write a PNG grid of the first training samples here")
     p.add_argument("--save-errors", default=None, help="write a PNG of the misclassified real images here "
                    "(titled by the predicted class, one row per true class)")
@@ -134,6 +136,8 @@ def main() -> None:
     t_train = time.perf_counter() - t0
     steps = math.ceil(len(images) / args.batch) * args.epochs
 
+    if args.save_model:
+        torch.save(model.state_dict(), args.save_model)
     if args.self_check:
         self_check(args, family, space, model)
 
