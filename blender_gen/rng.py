@@ -10,6 +10,7 @@ machine, and streams with different names are independent.
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 import numpy as np
@@ -22,12 +23,23 @@ _M2 = np.uint64(0x94D049BB133111EB)
 def mix64(z: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser: a bijective avalanche hash on uint64 (wraps modulo 2**64)."""
     z = np.asarray(z, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * _M1
-        z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
+    if z.ndim == 0:  # numpy checks overflow on scalars only; arrays wrap silently
+        with np.errstate(over="ignore"):
+            return _mix64_inplace(z.reshape(1).copy())[0]
+    return _mix64_inplace(z.copy())
 
 
+def _mix64_inplace(z: np.ndarray) -> np.ndarray:
+    """mix64 on a uint64 array it may overwrite: in-place passes, no temporaries beyond one shift."""
+    z ^= z >> np.uint64(30)
+    z *= _M1
+    z ^= z >> np.uint64(27)
+    z *= _M2
+    z ^= z >> np.uint64(31)
+    return z
+
+
+@functools.lru_cache(maxsize=None)
 def stream_key(name: str) -> np.uint64:
     """A stable 64-bit key for a named stream (crc32 is stable across runs and platforms)."""
     return mix64(np.uint64(zlib.crc32(name.encode()) + 1))
@@ -43,10 +55,16 @@ def derive_seeds(seed: int, n: int) -> np.ndarray:
 def bits(seeds: np.ndarray, stream: str, n: int) -> np.ndarray:
     """uint64 [B, n]: the n random words of each sample's named stream."""
     seeds = np.asarray(seeds, dtype=np.uint64).reshape(-1)
-    key = mix64(seeds ^ stream_key(stream))
-    with np.errstate(over="ignore"):
-        ctr = np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN
-        return mix64(key[:, None] + ctr[None, :])
+    key = _mix64_inplace(seeds ^ stream_key(stream))
+    return _mix64_inplace(key[:, None] + _counters(n)[None, :])
+
+
+@functools.lru_cache(maxsize=64)
+def _counters(n: int) -> np.ndarray:
+    """(1..n)·φ mod 2**64, read-only (cached: every batch asks for the same few lengths)."""
+    c = np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN  # an array product: wraps without a warning
+    c.setflags(write=False)
+    return c
 
 
 def uniform(seeds: np.ndarray, stream: str, n: int) -> np.ndarray:
