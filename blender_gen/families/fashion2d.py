@@ -246,11 +246,13 @@ def _neck(d, u, v, nw, nd, back, shade):
 # here let the model learn one-line shortcuts that did not transfer: synthetic loss fell to 0.04
 # while real accuracy fell. Columns: centre line (zip / placket), shirt collar, rib hem, chest
 # print, pockets.
+# The centre line is on about half the coats and shirts: at 85% / 80% the model read a coat
+# or shirt without a visible zip or placket (most real ones at 28 px) as a pullover.
 _FRONT_P = {
     0: (0.05, 0.10, 0.20, 0.40, 0.05),  # T-shirt / top
     2: (0.10, 0.05, 0.70, 0.30, 0.05),  # pullover
-    4: (0.85, 0.30, 0.20, 0.05, 0.50),  # coat
-    6: (0.80, 0.90, 0.10, 0.10, 0.20),  # shirt
+    4: (0.55, 0.30, 0.20, 0.05, 0.50),  # coat
+    6: (0.55, 0.90, 0.10, 0.10, 0.20),  # shirt
 }
 
 
