@@ -297,27 +297,13 @@ def _build_templates():
         for k, pick in enumerate((free[:1], free[1:][-1:])):
             if pick:
                 ends[t, k], has_end[t, k] = pick[0], 1.0
-    # strokes: each control point belongs to the first stroke that uses it (a later stroke that
-    # shares a corner stays attached there); centroid weights per stroke over its control points
-    s_max = max(len(sk[1]) for _, sk in entries)
-    c_stroke = np.zeros((T, c_max), np.int64)
-    s_mean = np.zeros((T, s_max, c_max), np.float64)
-    for t, (_, (cps, strokes)) in enumerate(entries):
-        seen = np.zeros(len(cps), bool)
-        for k, (idx, _closed) in enumerate(strokes):
-            u = sorted(set(idx))
-            s_mean[t, k, u] = 1.0 / len(u)
-            new = [i for i in u if not seen[i]]
-            c_stroke[t, new], seen[new] = k, True
     digit = np.array([d for d, _ in entries], np.int64)
     first = np.searchsorted(digit, np.arange(NUM_CLASSES))
     count = np.bincount(digit, minlength=NUM_CLASSES)
-    return (W.astype(_F32), ctrl.astype(_F32), prev, nxt, arc.astype(_F32), first, count, ends, has_end.astype(_F32),
-            c_stroke, s_mean.astype(_F32))
+    return (W.astype(_F32), ctrl.astype(_F32), prev, nxt, arc.astype(_F32), first, count, ends, has_end.astype(_F32))
 
 
-_W, _CTRL, _PREV, _NEXT, _ARC, _FIRST, _COUNT, _ENDS, _HAS_END, _C_STROKE, _S_MEAN = _build_templates()
-_S = _S_MEAN.shape[1]
+_W, _CTRL, _PREV, _NEXT, _ARC, _FIRST, _COUNT, _ENDS, _HAS_END = _build_templates()
 _HAS_PREV = (_PREV != np.arange(P)).astype(_F32)  # 0 where a point starts an open stroke
 _C = _CTRL.shape[1]
 _PIX = np.arange(_SIZE, dtype=_F32)
@@ -378,20 +364,6 @@ def _pen(params: dict, seeds: np.ndarray):
     end, nb = ctrl[rows_, e_idx], ctrl[rows_, n_idx]  # [B, 2, xy]
     # add.at, not assignment: a template with one free end repeats index 0 in the unused slot
     np.add.at(ctrl, (np.broadcast_to(rows_, e_idx.shape), e_idx), (tl * _HAS_END[tpl])[..., None] * (end - nb))
-
-    # -- strokes placed independently: each stroke is shifted, turned and scaled about its own
-    # centre (a pen lift misplaces the next stroke: a 5's bar off the stem, a 4's stem off the bar,
-    # a 7's bar tilted), attached at corners it shares with an earlier stroke ---------------------
-    # uniform deviates of unit std (half the hashing of normal ones); shift x, shift y, turn, scale
-    sr = (rng.uniform(seeds, "strokes", 4 * _S).reshape(B, _S, 4) - _F32(0.5)) * (_F32(2 * np.sqrt(3.0)) * _col(params, "strokes")[:, :, None])
-    cen = np.matmul(_S_MEAN[tpl], ctrl)  # [B, S, 2]
-    sid = _C_STROKE[tpl]  # [B, C]
-    sr_c = sr[rows_, sid]  # [B, C, 4]
-    sr_c[..., :2] += cen[rows_, sid]  # the stroke's centre, shifted
-    rel = ctrl - cen[rows_, sid]
-    # small turn a (x1.5 rad) and scale k: [[1+k, -a], [a, 1+k]] about the stroke's centre
-    a, k1 = _F32(1.5) * sr_c[..., 2], _F32(1.0) + sr_c[..., 3]
-    ctrl = sr_c[..., :2] + np.stack([k1 * rel[..., 0] - a * rel[..., 1], a * rel[..., 0] + k1 * rel[..., 1]], -1)
 
     # -- smooth elastic displacement: a few random low-frequency plane waves per axis, applied
     # to the control points (the strokes are linear in them, so the whole path follows) -------
