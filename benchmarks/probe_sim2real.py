@@ -47,7 +47,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from blender_gen.families import default_space, load
+    from blender_gen.families import load
     from trainer.data import load_dataset
     from trainer.models import SmallCNN, to_input
 
