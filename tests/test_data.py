@@ -112,6 +112,14 @@ def test_unsupported_format(tmp_path):
         load_dataset(p)
 
 
+def test_npz_with_object_arrays_is_refused(tmp_path):
+    # an .npz may carry Python objects; they are never rebuilt, the file is refused with a clear error
+    p = tmp_path / "objects.npz"
+    np.savez(p, images=np.array([{"a": 1}, {"b": 2}], dtype=object), labels=np.array([0, 1]))
+    with pytest.raises(DataError, match="numeric arrays"):
+        load_dataset(p)
+
+
 def test_npz_missing_labels(tmp_path, pair):
     p = tmp_path / "x.npz"
     np.savez(p, images=pair[0], targets=pair[1])

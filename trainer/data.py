@@ -100,11 +100,14 @@ def load_dataset(path: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists():
         raise DataError(f"data path '{path}' does not exist")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(path) as z:  # numpy's default refuses object arrays: only raw numbers are read
             missing = {"images", "labels"} - set(z.files)
             if missing:
                 raise DataError(f"{path}: missing arrays {sorted(missing)} (has {z.files})")
-            images, labels = z["images"], z["labels"]
+            try:
+                images, labels = z["images"], z["labels"]
+            except ValueError as e:
+                raise DataError(f"{path}: 'images' and 'labels' must be numeric arrays ({e})") from None
     elif "idx" in path.name:
         ip, lp = _idx_pair(path)
         for p in (ip, lp):
