@@ -26,9 +26,7 @@ import argparse
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = {"mnist2d": ROOT.parent / "shared" / "data" / "mnist_dev.npz",
-                "fashion2d": ROOT.parent / "shared" / "data" / "fashion_dev.npz"}
+from sim2real import DEFAULT_DATA  # the family's dev file (this script's folder is on sys.path)
 
 
 def main() -> None:
