@@ -56,14 +56,14 @@ def main() -> None:
         raise SystemExit(f"no real set: pass --data (the default {data or '(none)'} does not exist)")
     x, y = load_dataset(data)
     xin = to_input(torch.from_numpy(x))
-    models, probs = [], []
+    first, probs = None, []
     for path in args.models:
         m = SmallCNN(in_channels=xin.shape[1], num_classes=family.NUM_CLASSES)
         m.load_state_dict(torch.load(path, map_location="cpu"))
         m.train(False)
         with torch.no_grad():
             probs.append(torch.softmax(m(xin), 1).numpy())
-        models.append(m)
+        first = first or m  # the grid's embedding space
         print(f"{path}: {100 * (probs[-1].argmax(1) == y).mean():.2f}%")
     preds = np.stack([q.argmax(1) for q in probs])
     print(f"ensemble of {len(probs)}: {100 * (np.mean(probs, 0).argmax(1) == y).mean():.2f}%")
@@ -72,7 +72,7 @@ def main() -> None:
     print(f"{len(hard)} real images misread by >= {args.min_wrong} of {len(probs)} models; per class: "
           + " ".join(f"{c}:{n}" for c, n in enumerate(np.bincount(y[hard], minlength=family.NUM_CLASSES))))
     if args.grid and len(hard):
-        save_grid(args, family, models[0], x, y, preds, hard)
+        save_grid(args, family, first, x, y, preds, hard)
 
 
 def save_grid(args, family, model, x, y, preds, hard, k: int = 10) -> None:

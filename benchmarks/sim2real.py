@@ -50,6 +50,7 @@ as pullovers or coats (~35 of 50) stayed the main errors in all of them.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import time
@@ -205,20 +206,19 @@ def train(args, family, images, labels):
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     order = torch.cat([torch.randperm(n) for _ in range(args.epochs)])
     mix = torch.distributions.Beta(args.mixup, args.mixup) if args.mixup > 0 else None
+    ce = functools.partial(F.cross_entropy, label_smoothing=args.smoothing, reduction="none")
     model.train()
     t0, running = time.perf_counter(), 0.0
     for step in range(steps):
         e, k = divmod(step, per_epoch)
         idx = order[e * n + k * args.batch : e * n + min((k + 1) * args.batch, n)]
         xb, yb = to_input(x_all[idx]), y_all[idx]
-        if args.mixup > 0:
-            lam = float(mix.sample())
-            perm = torch.randperm(len(idx))
-            out = model(lam * xb + (1 - lam) * xb[perm])
-            losses = lam * F.cross_entropy(out, yb, label_smoothing=args.smoothing, reduction="none") + \
-                (1 - lam) * F.cross_entropy(out, yb[perm], label_smoothing=args.smoothing, reduction="none")
+        if mix is None:
+            losses = ce(model(xb), yb)
         else:
-            losses = F.cross_entropy(model(xb), yb, label_smoothing=args.smoothing, reduction="none")
+            lam, perm = float(mix.sample()), torch.randperm(len(idx))
+            out = model(lam * xb + (1 - lam) * xb[perm])
+            losses = lam * ce(out, yb) + (1 - lam) * ce(out, yb[perm])
         if args.trim and step >= 0.2 * steps:
             losses = losses.topk(len(idx) - int(args.trim * len(idx)), largest=False).values
         loss = losses.mean()
