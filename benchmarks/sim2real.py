@@ -142,9 +142,8 @@ def main() -> None:
         space = ParamSpace.from_mapping(m)
         print("ranges overridden: " + ", ".join(args.override))
 
-    seeds = range(args.seed, args.seed + args.repeat)
     results = {}  # eval set -> accuracy per seed
-    for seed in seeds:
+    for seed in range(args.seed, args.seed + args.repeat):
         if args.repeat > 1:
             print(f"\n=== seed {seed} ===", flush=True)
         run_args = argparse.Namespace(**{**vars(args), "seed": seed})
@@ -158,8 +157,8 @@ def main() -> None:
         print(f"\nover seeds {args.seed}-{args.seed + args.repeat - 1}:")
         for name, accs in results.items():
             a = np.array(accs) * 100
-            print(f"  {name}: mean {a.mean():.2f}%  sd {a.std(ddof=1):.2f}  min {a.min():.2f}  max {a.max():.2f}  "
-                  f"(" + " / ".join(f"{v:.1f}" for v in a) + ")")
+            runs = " / ".join(f"{v:.1f}" for v in a)
+            print(f"  {name}: mean {a.mean():.2f}%  sd {a.std(ddof=1):.2f}  min {a.min():.2f}  max {a.max():.2f}  ({runs})")
 
 
 def run_once(args, family, space) -> dict[str, float]:
@@ -228,6 +227,7 @@ def run_once(args, family, space) -> dict[str, float]:
             save_errors(args.save_errors, x, y, pred)
 
     return accs
+
 
 def train(args, family, images, labels):
     """Train SmallCNN (with the benchmark's options) for args.epochs passes over the images."""
