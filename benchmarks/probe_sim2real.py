@@ -37,6 +37,8 @@ def main() -> None:
     p.add_argument("--min-wrong", type=int, default=2, help="list real images at least this many models misread")
     p.add_argument("--grid", default=None, help="write a PNG: each listed real image and its nearest generated samples")
     p.add_argument("--pool", type=int, default=30_000, help="generated samples searched for neighbours")
+    p.add_argument("--preblur", type=float, default=0.0, help="the input blur the models were trained with "
+                   "(sim2real.py --preblur): it is not part of the state dict")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -58,7 +60,7 @@ def main() -> None:
     xin = to_input(torch.from_numpy(x))
     first, probs = None, []
     for path in args.models:
-        m = SmallCNN(in_channels=xin.shape[1], num_classes=family.NUM_CLASSES)
+        m = SmallCNN(in_channels=xin.shape[1], num_classes=family.NUM_CLASSES, input_blur=args.preblur)
         m.load_state_dict(torch.load(path, map_location="cpu"))
         m.train(False)
         with torch.no_grad():
