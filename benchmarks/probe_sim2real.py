@@ -26,7 +26,7 @@ import argparse
 import os
 from pathlib import Path
 
-from sim2real import DEFAULT_DATA  # the family's dev file (this script's folder is on sys.path)
+from sim2real import DEFAULT_DATA, predict  # this script's folder is on sys.path
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
 
     from blender_gen.families import load
     from trainer.data import load_dataset
-    from trainer.models import SmallCNN, to_input
+    from trainer.models import SmallCNN
 
     torch.set_num_threads(args.threads)
     family = load(args.family)
@@ -57,14 +57,12 @@ def main() -> None:
     if not data or not Path(data).exists():
         raise SystemExit(f"no real set: pass --data (the default {data or '(none)'} does not exist)")
     x, y = load_dataset(data)
-    xin = to_input(torch.from_numpy(x))
     first, probs = None, []
     for path in args.models:
-        m = SmallCNN(in_channels=xin.shape[1], num_classes=family.NUM_CLASSES, input_blur=args.preblur)
+        m = SmallCNN(in_channels=1 if x.ndim == 3 else x.shape[-1], num_classes=family.NUM_CLASSES,
+                     input_blur=args.preblur)
         m.load_state_dict(torch.load(path, map_location="cpu"))
-        m.train(False)
-        with torch.no_grad():
-            probs.append(torch.softmax(m(xin), 1).numpy())
+        probs.append(predict(m, x, probs=True))
         first = first or m  # the grid's embedding space
         print(f"{path}: {100 * (probs[-1].argmax(1) == y).mean():.2f}%")
     preds = np.stack([q.argmax(1) for q in probs])
