@@ -9,66 +9,19 @@ for digits, on scikit-learn's 8×8 digits. No real image is ever trained on.
     python benchmarks/sim2real.py --family fashion2d --samples 200000 --threads 1
     python benchmarks/sim2real.py --family fashion2d --samples 60000 --repeat 8   # mean and spread of 8 seeds
 
-Measured (1 thread, 200k samples): mnist2d 96.7% / 95.4% / 95.3% on mnist_dev.npz with seeds
-0 / 1 / 2 (81.0% on the scikit-learn digits with seed 0), fashion2d 72.4% / 73.4% on fashion_dev.npz with seeds
-0 / 1 (session 5's cuffs and centre lines; 69.4% / 72.0% before). More samples do
-not help: mnist2d at 1M scored 95.6% (before the scan-like ink of commit 3d92eb6). Seeds matter:
-at 60k samples two seeds differ by ~1 point on the 1,000 digits and by 2 to 6 on the 500
-garments, so compare variants over several seeds. ``--self-check N`` prints which parameter
-regions the trained model cannot read on fresh generated samples; ``--override name=lo:hi``
-tries another range without editing the YAML.
+Flags, by purpose:
+  run        --family, --samples, --seed, --threads, --data (another real set), --repeat N (seeds
+             SEED..SEED+N-1: mean, sd and the N models as one mean-softmax ensemble)
+  generator  --override NAME=LOW:HIGH (another range without editing the YAML), --self-check N
+             (error rate per parameter bin on N fresh generated samples)
+  model      --width, --hidden, --dropout, --norm, --preblur (SmallCNN's input_blur; mnist2d's
+             scene sets 1.0 for the trainer, this script leaves it off unless asked)
+  training   --batch, --lr, --wd, --epochs, --smoothing, --mixup, --trim, --clean
+  outputs    --save-model (for probe_sim2real.py), --save-grid, --save-errors
 
-Model-side checks (mnist2d, 60k samples, seeds 0-3, mean on mnist_dev; the generator is the
-limit, not the classifier): the trainer's CNN as is 95.5%; ``--trim 0.05`` (ignore each batch's
-hardest 5%) 95.2%; ``--clean`` (drop the ~5% of generated samples the first model misreads,
-retrain) 95.5% (seeds 0-1), so ambiguous generated digits are not what costs real accuracy;
-``--norm group`` 94.75% (but +3 points on the scikit-learn digits); ``--preblur 0.7`` and ``1.0``
-95.75% each (1.0: +4.3 points on the scikit-learn digits; 96.2% at 200k, seed 0). The trainer now
-uses the 1.0 blur for mnist2d (scene ``input_blur``); this script leaves it off unless asked.
-Session 5 (60k, seed 0, against 95.7% for the same generator without the change): a 4x wider
-CNN (``--width 64 --hidden 256``) 95.8%; 8-14 px cutout augmentation 95.0%. On the wider ranges
-below: an EMA of the weights 95.8% (96.6% without); three models 95.1 / 95.3 / 95.8% alone and
-95.7% as an ensemble, sharing 42 misread digits (``probe_sim2real.py``). Narrower ranges (blur, intensity,
-thickness, slant, rotation, elastic, jitter, box, shift) 92.8%: the diversity is needed. Wider
-shape ranges with strokes placed independently looked better at 60k (95.97% over seeds 0-2) but
-scored 96.0 / 94.8% at 200k (seeds 0 / 1) and lost 13-19 points on the scikit-learn digits, so
-they were withdrawn. Also no gain: sharp-cornered pen paths, an absolute edge width, thinner or
-wider stroke ranges, a looser width cap, dropping the style variants that the model itself
-misreads most (7s fell to .85), extra crossed-7 and small-loop-8 variants.
-
-fashion2d, session 6 (60k samples; seeds 0 / 1 unless stated; the generator as is scores 75.6 / 74.0 /
-74.0 / 73.4% on seeds 0-3, mean 74.25%): every try stayed within the seed spread or fell. Texture
-depth narrowed (``--override contrast=0:0.35``) 71.4 / 73.2%, widened (``contrast=0:0.9``) 72.0 /
-72.6%: the all-over patterns act as randomisation the model needs, as the wide ranges do on digits.
-Label smoothing 0.1 76.0 / 74.2 / 73.8 / 73.6% (seeds 0-3, mean 74.4%); ``--mixup 0.2`` 72.0 / 72.4%; a 2x wider CNN (64 / 256) 74.4 /
-71.2%; a 2x narrower one (16 / 64) 73.6 / 71.4%. Generator variants, not kept: shirts' long sleeves
-at the pullover's angle and width 74.2 / 76.0%; tank tops with armholes, straps and a scoop neck
-74.6 / 75.2%, with strapped dresses given armholes too 75.0 / 75.0 / 73.0% (seeds 0-2); taller bags
-(frame height 0.55-1.15) 74.2 / 75.0%. Real T-shirts read as dresses (10-15 of 50) and shirts read
-as pullovers or coats (~35 of 50) stayed the main errors in all of them.
-
-Session 7 (60k samples, seeds 0-3 unless stated): the reference's seeds 4-7 score 73.0 / 73.6 /
-70.8 / 74.0%, so over seeds 0-7 fashion2d is at 73.55% (sd 1.4), not the 74.25% of seeds 0-3;
-``--repeat N`` now runs N seeds and prints their mean and spread. Four models (seeds 0-3) as an
-ensemble score 75.0%, no better than the best of them: 93 real images are misread by all four
-(33 of the 50 shirts), so the gap is the generator's, not the training run's. No change beat
-73.55%: 40k samples 73.25%; 40% of samples forced to the flat fill 72.8%; 60% of flat and
-gradient fills turned into patterns 73.65%; sandal textures at a quarter of the contrast (their
-thin straps stay unbroken) 72.9%, sandals no better read. mnist2d: moment-based deskewing of every
-input, generated and real (with ``--preblur 1.0``), 95.25% against 95.75% without.
-
-Session 8 (60k samples, seeds 0-3; references: mnist2d with ``--preblur 1.0`` 95.75%, fashion2d
-74.25% on the same seeds): none helped. mnist2d: train-time pixel-elastic distortion of the
-generated images (Simard-style, smoothed random field, std 4 px, scale 34) 95.15%, with also
-random dilation / erosion and a ±8% affine 94.85% (both +5 points on the scikit-learn digits);
-crisper edges only (``--override ink=8:40 blur=0:0.4``) 95.57%; thinner stroke range
-(``thickness=2.0:4.5``) 95.35%. fashion2d: crisper images (``blur=-0.6:0.2``) 73.3%; dropout 0.5
-73.95%; class-typical materials (in a scratch copy: 40% of shirts given checks or stripes, of
-pullovers knit or flat, of coats flat) 73.55%, at 80% 72.7%, with shirts still at .20-.29: the
-model does not read shirts from their texture, the texture randomisation is not what costs them.
-Ensembles (``--repeat 8`` prints the mean-softmax ensemble of its models): eight fashion2d models
-score 75.8% (seeds 0-7), 75.0% (8-15) and 73.6% (16-23) against single-model means of 73.55 /
-73.33 / 73.40% (73.43% over all 24 seeds): not a reliable way over 75% either.
+One run's figure moves with its seed (by about a point on the 1,000 digits, more on the 500
+garments), so compare variants over several seeds with --repeat. Figures measured so far and
+what has been tried: docs/experiments.md.
 """
 
 from __future__ import annotations

@@ -12,9 +12,8 @@ from torch import nn
 class SmallCNN(nn.Module):
     """Four 3×3 conv layers in two pooled blocks, then a fully connected head on the 7×7 map.
 
-    Keeping the spatial layout (flatten, not global pooling) matters for sim-to-real: trained on
-    60k generated digits only, this head scored 95.6% on real MNIST digits against 93.1% for the
-    same convolutions with global average pooling (benchmarks/sim2real.py-style run, 1 thread).
+    Flatten, not global pooling: keeping the spatial layout of the strokes read real digits
+    better after training on generated ones only (see docs/experiments.md).
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32, dropout: float = 0.3,

@@ -243,11 +243,10 @@ def _neck(d, u, v, nw, nd, back, shade):
 
 # Front details of upper-body garments and how often each class shows them. In the real
 # photos no detail is certain (a pullover may have a zip, a coat none), and making them certain
-# here let the model learn one-line shortcuts that did not transfer: synthetic loss fell to 0.04
-# while real accuracy fell. Columns: centre line (zip / placket), shirt collar, rib hem, chest
-# print, pockets.
-# The centre line is on about half the coats and shirts: at 85% / 80% the model read a coat
-# or shirt without a visible zip or placket (most real ones at 28 px) as a pullover.
+# here lets the model learn one-line shortcuts that do not transfer to the photos. Columns:
+# centre line (zip / placket), shirt collar, rib hem, chest print, pockets.
+# The centre line is on about half the coats and shirts: most real ones show no visible zip or
+# placket at 28 px, and a model that expects one reads them as pullovers.
 _FRONT_P = {
     0: (0.05, 0.10, 0.20, 0.40, 0.05),  # T-shirt / top
     2: (0.10, 0.05, 0.70, 0.30, 0.05),  # pullover
@@ -345,8 +344,8 @@ def _tshirt(u, v, p, r):
 
 def _pullover(u, v, p, r):
     # pullovers, coats and shirts share one range of outlines (from A-shaped to boxy): in the
-    # real photos they differ mostly by the front, and giving each class its own outline taught
-    # the model a cue the photos do not carry
+    # real photos they differ mostly by the front, and giving each class its own outline would
+    # teach the model a cue the photos do not carry
     bw = _F32(0.17) + _F32(0.1) * p["width"]
     # in the photos the cuffs of most pullovers hang as low as the rib hem or lower: the bottom
     # row holds the two cuffs and the body ends a pixel or three above (a shirt's body is the
@@ -539,7 +538,7 @@ def _sneaker(u, v, p, r, H):
                   (_F32(0.05) + _F32(0.2) * p["neckline"]) * H)
     d = np.maximum(d, -op)
     # a rounded toe cap and heel: the outline stays inside a wide ellipse standing on the sole
-    # (square-cornered sneakers taught that a rounded toe means ankle boot)
+    # (square-cornered sneakers would teach that a rounded toe means ankle boot)
     d = np.maximum(d, _ellipse(u, v, _F32(0.06), H, _F32(0.62), H * (_F32(1.0) + _F32(0.15) * r[..., 6])))
     sole_line = _line(v - (H - sole), _F32(0.015))
     lace = _line(u + v * (_F32(0.6) + _F32(0.6) * r[..., 2]) - _F32(0.05), _F32(0.03), v - H + sole) * r[..., 3]
@@ -701,7 +700,7 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
         # Fashion-MNIST fits each product's box to the frame, so the top row holds the product's
         # highest point at full strength even when that is a narrow collar: garments (H = 1) sit
         # 0.35 px high, their top edge 0.4..0.85 px above the frame. (Centred at 27..28 px the top
-        # row of tops was half empty, less so on coats, and the model read the class from that.)
+        # row of tops would be half empty, less so on coats, and the model reads the class from that.)
         s = (_F32(27.5) + _F32(1.0) * fr[..., 0]) / np.maximum(H, _F32(1.0))
         ang = np.deg2rad(_col(params, "tilt", idx))
         ca, sa = np.cos(ang) / s, np.sin(ang) / s

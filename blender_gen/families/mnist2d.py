@@ -56,7 +56,7 @@ def _ellipse(cx, cy, rx, ry, n, start_deg=-90.0, sweep=360.0):
 SKELETONS: dict[int, list[tuple[list, list]]] = {
     0: [
         # started at the top, drawn anticlockwise, overlapping the start a little (a longer
-        # overshoot sticks out like a 6's stem and taught real 6s to read as 0 in sim2real)
+        # overshoot sticks out like a 6's stem)
         (_ellipse(0.35, 0.5, 0.3, 0.48, 10, start_deg=-80.0, sweep=-375.0), [(list(range(10)), False)]),
         (_ellipse(0.35, 0.5, 0.3, 0.48, 8), [(list(range(8)), True)]),
         (_ellipse(0.35, 0.5, 0.22, 0.48, 8), [(list(range(8)), True)]),
@@ -64,7 +64,7 @@ SKELETONS: dict[int, list[tuple[list, list]]] = {
     1: [
         ([(0.32, 0.0), (0.3, 0.5), (0.28, 1.0)], [([0, 1, 2], False)]),
         ([(0.25, 0.0), (0.33, 0.45), (0.3, 1.0)], [([0, 1, 2], False)]),
-        # a short flag (a long one, rotated and jittered, drew 7s: the model read a third as 7)
+        # a short flag (a long one, rotated and jittered, draws 7s)
         ([(0.16, 0.15), (0.32, 0.0), (0.31, 0.5), (0.3, 1.0)], [([0, 1], False), ([1, 2, 3], False)]),
         ([(0.08, 0.22), (0.32, 0.0), (0.31, 0.5), (0.3, 1.0), (0.05, 1.0), (0.55, 1.0)],
          [([0, 1], False), ([1, 2, 3], False), ([4, 3, 5], False)]),
@@ -185,7 +185,7 @@ SKELETONS: dict[int, list[tuple[list, list]]] = {
           (0.16, 0.62), (0.42, 0.4), (0.52, 0.22)],
          [(list(range(11)), False)]),
         # "S" and a straight diagonal return to the top right (upper loop closed by the return,
-        # big lower loop): the commonest misread real 8 before this variant
+        # big lower loop), a style of real 8 the other variants missed
         ([(0.62, 0.06), (0.35, 0.0), (0.14, 0.12), (0.2, 0.3), (0.45, 0.48), (0.66, 0.72), (0.5, 0.98), (0.2, 0.96),
           (0.12, 0.75), (0.3, 0.52), (0.5, 0.3), (0.68, 0.04)],
          [(list(range(12)), False)]),
@@ -384,10 +384,9 @@ def _pen(params: dict, seeds: np.ndarray):
     x, y = ca * x - sa * y, sa * x + ca * y
 
     # -- stroke width: a cap from the ink box's narrow side keeps loops open ------------------
-    # Uniform sampling pairs the thickest pen with the narrowest digits, which filled the loops
-    # of 0, 6, 8 and 9 into blobs no class owns (the model misread ~5% of its own training
-    # samples, most of them such blobs). Writers with a broad pen write wider digits, so the
-    # width is capped by the narrow side of the scaled ink box. 1s have no loop to close.
+    # Uniform sampling pairs the thickest pen with the narrowest digits, which fills the loops
+    # of 0, 6, 8 and 9 into blobs no class owns. Writers with a broad pen write wider digits, so
+    # the width is capped by the narrow side of the scaled ink box. 1s have no loop to close.
     xmin, xmax = x.min(1, keepdims=True), x.max(1, keepdims=True)
     ymin, ymax = y.min(1, keepdims=True), y.max(1, keepdims=True)
     extent = np.maximum(np.maximum(xmax - xmin, ymax - ymin), _F32(1e-3))
@@ -447,10 +446,8 @@ def _raster(params: dict, seeds: np.ndarray, x, y, sigma, step, g) -> np.ndarray
     # image (99% of the real test digits peak at 254-255), crossings add no ink, and the edge
     # ramp is about a pixel wide. So the core level of a straight stroke, 1 - exp(-g), is
     # mapped to `intensity`, anything above it (crossings, slow pen) is clipped there, and the
-    # faint Gaussian tails below _FLOOR of it go to black: `ink` now shapes only the edges.
-    # Before, soft pens gave grey digits with bright crossings and wide halos (generated cores
-    # had a median level of 200 against the scans' 252, and 73% of ink pixels were grey
-    # against 47%); sim2real at 60k went from 95.25% to 95.9% (mean of seeds 0 and 1).
+    # faint Gaussian tails below _FLOOR of it go to black: `ink` shapes only the edges (soft
+    # pens would otherwise give grey digits with bright crossings and wide halos, unlike the scans).
     # In 0-255 units, level·(coverage/core - F)/(1 - F) = (gain - level·F/(1 - F)) - gain·blank,
     # two passes over the pixels (this tail of the family is a fifth of its time).
     level = _col(params, "intensity") * _F32(255.0)
