@@ -3,7 +3,20 @@
 It connects a DEALER to the controller's ROUTER, says hello, learns the scene family and its
 parameter space from the welcome, grants credits, and then loops: receive a request → check
 its parameters → render the batch → PUSH it to the trainer (arrays zero-copy) → tell the
-controller it is done (which returns the credit). One loop owns both sockets (STYLE 8).
+controller it is done (which returns the credit).
+
+Two threads. One I/O thread owns every socket for its whole life (STYLE 8): it creates the
+DEALER, connects it, says hello, waits for the welcome while heartbeating, creates the PUSH
+sockets, grants the credits, heartbeats, receives requests, sends batches, "done" and "failed",
+and closes every socket itself before it exits. The main thread never touches a socket: it
+configures the family (Blender builds its scene here, and Blender wants the main thread), then
+renders. They talk through queues and an event only: welcome (I/O → main: the welcome, or None
+when there is none), targets (main → I/O: the family is configured, open the PUSH sockets and
+grant the credits), todo (I/O → main: requests, then None: stop rendering), results (main → I/O:
+rendered batches and failures) and stop (main → I/O: the main thread is leaving, e.g. Ctrl-C or
+a family that cannot be configured; such a worker never grants a credit). On the way out the
+main thread waits a few seconds for the I/O thread; if it is still busy (say, blocked sending to
+a trainer that stopped reading), the main thread logs that and returns without closing anything.
 
     otfgen-worker controller=tcp://127.0.0.1:5555 [id=w3] [credits=2]
 """
@@ -26,6 +39,8 @@ from blender_gen import families, protocol, security
 from blender_gen.space import ParamSpace, SpaceError
 
 log = logging.getLogger("otfgen.worker")
+
+JOIN_TIMEOUT_S = 5.0  # how long the main thread waits for the I/O thread on the way out
 
 
 class Renderer:
@@ -50,47 +65,49 @@ def serve(controller: str, worker_id: str | None = None, credits: int = 2,
     """Run until the controller says stop (returns 0) or falls silent (returns 3).
 
     ``keys``: a CurveZMQ keys directory (server.key, client.key_secret); required when the
-    controller is not on this machine."""
+    controller is not on this machine.
+
+    Call it on the main thread (Blender's): it configures the family and renders here while an
+    I/O thread it starts owns every socket (see the module docstring)."""
     worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
     ctx = context or zmq.Context.instance()
     rejects = protocol.RejectCounter()
     curve = security.for_endpoint(keys, "controller", controller, server=False)
-    with ctx.socket(zmq.DEALER) as dealer:
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_CONTROL_FRAME_BYTES)
-        if curve is not None:
-            security.make_client(dealer, curve)
-        dealer.setsockopt_string(zmq.IDENTITY, worker_id)
-        dealer.connect(controller)
-        dealer.send_multipart(protocol.encode("hello", {"worker": worker_id, "pid": os.getpid()}))
-        welcome = _await_welcome(dealer, rejects, silent_after_s)
-        if welcome is None:
-            log.error("worker %s: no welcome from controller %s within %.0f s", worker_id, controller, silent_after_s)
-            return 3
-        family = families.load(welcome["family"])
-        _configure(family, dict(welcome["render"]))
-        renderer = Renderer(family, ParamSpace.from_mapping(welcome["space"]))
-        heartbeat_s = float(welcome["heartbeat_s"])
-        targets = welcome.fields.get("push_all") or [welcome["push"]]  # one PULL per trainer rank
-        if not (isinstance(targets, list) and 0 < len(targets) <= 1024 and all(isinstance(t, str) for t in targets)):
-            log.error("worker %s: malformed push_all in the welcome", worker_id)
-            return 3
-        log.info("worker %s: family %s, pushing to %s", worker_id, welcome["family"], ", ".join(targets))
-        pushes = []
-        try:
-            for target in targets:
-                push = ctx.socket(zmq.PUSH)
-                pushes.append(push)
-                push.setsockopt(zmq.LINGER, 2000)  # let the last batch leave on a clean stop
-                push.setsockopt(zmq.SNDHWM, 4)
-                if curve is not None:
-                    security.make_client(push, curve)
-                push.connect(target)
-            dealer.send_multipart(protocol.encode("credit", {"n": credits}))
-            return _loop(worker_id, dealer, pushes, renderer, heartbeat_s, silent_after_s, rejects)
-        finally:
-            for push in pushes:
-                push.close()
+    io = _IO(worker_id, controller, ctx, curve, credits, silent_after_s, rejects)
+    thread = threading.Thread(target=io.run, name=f"{worker_id}-io", daemon=True)
+    thread.start()
+    code = None
+    try:
+        code = _configure_and_render(worker_id, io)
+    finally:  # also on Ctrl-C and on a family that cannot be set up: the I/O thread closes its sockets
+        io.stop.set()
+        thread.join(timeout=JOIN_TIMEOUT_S)
+        if thread.is_alive():  # its sockets stay its own: closing them from here could crash both threads
+            log.error("worker %s: the I/O thread did not exit within %.0f s; leaving its sockets to it",
+                      worker_id, JOIN_TIMEOUT_S)
+    if io.error is not None and not thread.is_alive():
+        raise io.error  # setting up the sockets failed (e.g. a malformed endpoint): as if raised here
+    return io.code if code is None else code
+
+
+def _configure_and_render(worker_id: str, io: "_IO") -> int | None:
+    """The main thread's part: configure the family the welcome names, let the I/O thread grant
+    credits, render until told to stop. Returns an exit code, or None for the I/O thread's."""
+    welcome = io.welcome.get()
+    if welcome is None:
+        return None  # no welcome (the I/O thread has logged why), Ctrl-C, or a socket error
+    family = families.load(welcome["family"])
+    _configure(family, dict(welcome["render"]))
+    renderer = Renderer(family, ParamSpace.from_mapping(welcome["space"]))
+    push = welcome["push"]  # one PULL per trainer rank: a list, or one endpoint with the list in push_all
+    targets = welcome.fields.get("push_all") or (push if isinstance(push, list) else [push])
+    if not (isinstance(targets, list) and 0 < len(targets) <= 1024 and all(isinstance(t, str) for t in targets)):
+        log.error("worker %s: malformed push_all in the welcome", worker_id)
+        return 3
+    log.info("worker %s: family %s, pushing to %s", worker_id, welcome["family"], ", ".join(targets))
+    io.targets.put(targets)  # configured: the I/O thread opens the PUSH sockets and grants the credits
+    _render_requests(worker_id, renderer, io.todo, io, len(targets))
+    return None
 
 
 class RenderSetupError(RuntimeError):
@@ -112,13 +129,13 @@ def _configure(family: ModuleType, options: dict) -> None:
 
 
 def _await_welcome(dealer: zmq.Socket, rejects: protocol.RejectCounter, timeout_s: float,
-                   beat_s: float = 0.5):
+                   beat_s: float = 0.5, stop: threading.Event | None = None):
     """Wait for the welcome (sent once a trainer has joined, however long that takes) while
     heartbeating, so the controller keeps this worker; give up only when the controller itself
-    has been silent for ``timeout_s``."""
+    has been silent for ``timeout_s``, or when ``stop`` is set."""
     deadline = time.monotonic() + timeout_s
     last_beat = time.monotonic()
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
         if time.monotonic() - last_beat >= beat_s:
             dealer.send_multipart(protocol.encode("heartbeat"))
             last_beat = time.monotonic()
@@ -137,23 +154,10 @@ def _await_welcome(dealer: zmq.Socket, rejects: protocol.RejectCounter, timeout_
     return None
 
 
-def _loop(worker_id, dealer, pushes, renderer, heartbeat_s, silent_after_s, rejects) -> int:
-    """Render on this (the main) thread — Blender wants it — while an I/O thread owns both sockets,
-    so heartbeats keep flowing through a render of any length (a long Cycles frame must not
-    look like a dead worker to the controller)."""
-    todo: queue.Queue = queue.Queue()  # decoded requests, or None: stop rendering
-    io = _IO(worker_id, dealer, pushes, heartbeat_s, silent_after_s, rejects, todo)
-    thread = threading.Thread(target=io.run, name=f"{worker_id}-io", daemon=True)
-    thread.start()
-    try:
-        _render_requests(worker_id, renderer, todo, io, len(pushes))
-    finally:  # also on Ctrl-C: the sockets are closed only after the I/O thread has let go of them
-        io.stop.set()
-        thread.join(timeout=5)
-    return io.code
-
-
 def _render_requests(worker_id, renderer, todo: queue.Queue, io: "_IO", n_ranks: int) -> None:
+    """Render on this (the main) thread — Blender wants it — while the I/O thread keeps the
+    heartbeats flowing through a render of any length (a long Cycles frame must not look like a
+    dead worker to the controller)."""
     while True:
         msg = todo.get()
         if msg is None:
@@ -180,20 +184,31 @@ def _render_requests(worker_id, renderer, todo: queue.Queue, io: "_IO", n_ranks:
 
 
 class _IO:
-    """The worker's socket loop: heartbeats, requests in, finished batches out."""
+    """The worker's socket thread: it creates, uses and closes the DEALER and every PUSH socket.
+    Hello, the welcome, heartbeats, credits, requests in, finished batches out."""
 
-    def __init__(self, worker_id, dealer, pushes, heartbeat_s, silent_after_s, rejects, todo):
-        self.worker_id, self.dealer, self.pushes = worker_id, dealer, pushes
-        self.heartbeat_s, self.silent_after_s, self.rejects, self.todo = heartbeat_s, silent_after_s, rejects, todo
+    def __init__(self, worker_id, controller, ctx, curve, credits, silent_after_s, rejects):
+        self.worker_id, self.controller, self.ctx, self.curve = worker_id, controller, ctx, curve
+        self.credits, self.silent_after_s, self.rejects = credits, silent_after_s, rejects
+        self.welcome: queue.Queue = queue.Queue()  # the welcome, then None (always last): no (more) welcome
+        self.targets: queue.Queue = queue.Queue()  # the PUSH endpoints, once the family is configured
+        self.todo: queue.Queue = queue.Queue()  # decoded requests, or None: stop rendering
         self.results: queue.Queue = queue.Queue()
-        self.stop = threading.Event()  # set by the render thread when it is leaving (e.g. Ctrl-C)
+        self.stop = threading.Event()  # set by the main thread when it is leaving (e.g. Ctrl-C)
         self.code = 130
+        self.error: BaseException | None = None  # a failure before the credits were granted
         self.rendered = 0
+        self.serving = False  # the credits have been granted
 
     def run(self) -> None:
         try:
             self.code = self._run()
+        except BaseException as e:
+            if self.serving:
+                raise  # reported by threading.excepthook; the worker exits with 130
+            self.error = e  # the main thread raises it, as serve did when it set the sockets up
         finally:
+            self.welcome.put(None)  # after the welcome, if there was one: the main thread reads that first
             while True:  # what was queued is not rendered after a stop
                 try:
                     self.todo.get_nowait()
@@ -201,7 +216,39 @@ class _IO:
                     break
             self.todo.put(None)
 
-    def _send_results(self) -> bool:
+    def _run(self) -> int:
+        dealer = self.ctx.socket(zmq.DEALER)
+        try:
+            dealer.setsockopt(zmq.LINGER, 0)
+            dealer.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_CONTROL_FRAME_BYTES)
+            if self.curve is not None:
+                security.make_client(dealer, self.curve)
+            dealer.setsockopt_string(zmq.IDENTITY, self.worker_id)
+            dealer.connect(self.controller)
+            dealer.send_multipart(protocol.encode("hello", {"worker": self.worker_id, "pid": os.getpid()}))
+            welcome = _await_welcome(dealer, self.rejects, self.silent_after_s, stop=self.stop)
+            if welcome is None:
+                if self.stop.is_set():
+                    return 130  # the main thread left first (interrupted)
+                log.error("worker %s: no welcome from controller %s within %.0f s", self.worker_id, self.controller,
+                          self.silent_after_s)
+                return 3
+            self.welcome.put(welcome)  # the main thread configures the family meanwhile
+            return self._serve(dealer, float(welcome["heartbeat_s"]))
+        finally:
+            dealer.close()
+
+    def _open_pushes(self, targets: list[str], pushes: list) -> None:
+        for target in targets:
+            push = self.ctx.socket(zmq.PUSH)
+            pushes.append(push)
+            push.setsockopt(zmq.LINGER, 2000)  # let the last batch leave on a clean stop
+            push.setsockopt(zmq.SNDHWM, 4)
+            if self.curve is not None:
+                security.make_client(push, self.curve)
+            push.connect(target)
+
+    def _send_results(self, dealer, pushes) -> bool:
         sent = False
         while True:
             try:
@@ -209,45 +256,62 @@ class _IO:
             except queue.Empty:
                 return sent
             if ok is None:
-                self.dealer.send_multipart(protocol.encode("failed", {"id": rid, "error": error}))
+                dealer.send_multipart(protocol.encode("failed", {"id": rid, "error": error}))
             else:
                 rank, family, ms, pfields, arrays = ok
-                self.pushes[rank].send_multipart(protocol.encode("batch", {"id": rid, "worker": self.worker_id, "family": family,
-                                                                   "ms": ms, **pfields}, arrays), copy=False)
-                self.dealer.send_multipart(protocol.encode("done", {"id": rid, "ms": ms}))
+                fields = {"id": rid, "worker": self.worker_id, "family": family, "ms": ms, **pfields}
+                pushes[rank].send_multipart(protocol.encode("batch", fields, arrays), copy=False)
+                dealer.send_multipart(protocol.encode("done", {"id": rid, "ms": ms}))
                 self.rendered += 1
             sent = True
 
-    def _run(self) -> int:
-        last_heard = last_sent = time.monotonic()
-        poll_ms = max(5, min(50, int(self.heartbeat_s * 1000)))
-        while not self.stop.is_set():
-            if self._send_results():
-                last_sent = time.monotonic()
-            now = time.monotonic()
-            if now - last_sent >= self.heartbeat_s:
-                self.dealer.send_multipart(protocol.encode("heartbeat"))
-                last_sent = now
-            if now - last_heard > self.silent_after_s:
-                log.error("worker %s: controller silent for %.0f s, exiting", self.worker_id, self.silent_after_s)
-                return 3
-            if not self.dealer.poll(poll_ms):
-                continue
-            last_heard = time.monotonic()
-            try:
-                msg = protocol.decode(self.dealer.recv_multipart(copy=False))
-            except protocol.ProtocolError as e:
-                self.rejects.add(e)
-                log.warning("worker %s rejected a message (%d so far): %s", self.worker_id, self.rejects.total, e)
-                continue
-            if msg.kind == "stop":
-                log.info("worker %s: stop (%s) after %d requests; rejected %d messages %s", self.worker_id,
-                         msg["reason"], self.rendered, self.rejects.total, dict(self.rejects))
-                return 0
-            if msg.kind == "request":
-                self.todo.put(msg)  # credits bound how many wait here
-            # heartbeats and anything harmless: being heard is enough
-        return 130  # the render thread left first (interrupted)
+    def _serve(self, dealer, heartbeat_s: float) -> int:
+        """Heartbeat and listen while the main thread configures the family; once it has, open the
+        PUSH sockets and grant the credits; then requests in, results out, until a stop."""
+        pushes: list = []
+        try:
+            last_heard = last_sent = time.monotonic()
+            poll_ms = max(5, min(50, int(heartbeat_s * 1000)))
+            while not self.stop.is_set():
+                if not self.serving:
+                    try:
+                        targets = self.targets.get_nowait()
+                    except queue.Empty:
+                        pass
+                    else:
+                        self._open_pushes(targets, pushes)
+                        dealer.send_multipart(protocol.encode("credit", {"n": self.credits}))
+                        self.serving = True
+                        last_sent = time.monotonic()
+                elif self._send_results(dealer, pushes):
+                    last_sent = time.monotonic()
+                now = time.monotonic()
+                if now - last_sent >= heartbeat_s:
+                    dealer.send_multipart(protocol.encode("heartbeat"))
+                    last_sent = now
+                if now - last_heard > self.silent_after_s:
+                    log.error("worker %s: controller silent for %.0f s, exiting", self.worker_id, self.silent_after_s)
+                    return 3
+                if not dealer.poll(poll_ms):
+                    continue
+                last_heard = time.monotonic()
+                try:
+                    msg = protocol.decode(dealer.recv_multipart(copy=False))
+                except protocol.ProtocolError as e:
+                    self.rejects.add(e)
+                    log.warning("worker %s rejected a message (%d so far): %s", self.worker_id, self.rejects.total, e)
+                    continue
+                if msg.kind == "stop":
+                    log.info("worker %s: stop (%s) after %d requests; rejected %d messages %s", self.worker_id,
+                             msg["reason"], self.rendered, self.rejects.total, dict(self.rejects))
+                    return 0
+                if msg.kind == "request":
+                    self.todo.put(msg)  # credits bound how many wait here
+                # heartbeats, a repeated welcome, anything harmless: being heard is enough
+            return 130  # the main thread left first (interrupted, or its family could not be configured)
+        finally:
+            for push in pushes:
+                push.close()
 
 
 def _kv_args(argv: list[str]) -> dict[str, str]:
