@@ -20,16 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from blender_gen import families  # noqa: E402
 from trainer.models import build, to_input  # noqa: E402
-from trainer.train import pick_device  # noqa: E402
+from trainer.step import TrainStep, pick_device  # noqa: E402
 
 
 def in_memory_baseline(samples: int, batch: int, device: torch.device, threads: int) -> float:
@@ -41,15 +39,12 @@ def in_memory_baseline(samples: int, batch: int, device: torch.device, threads: 
     if threads:
         torch.set_num_threads(threads)
     model = build("cnn", in_channels=1, num_classes=10).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    step = TrainStep(model, -(-samples // batch))  # the trainer's own step: same model, loss and optimiser
     t0 = time.perf_counter()
     for i in range(0, samples, batch):
         x = to_input(x_all[i:i + batch].to(device))
         y = y_all[i:i + batch].to(device)
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step(x, y)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return samples / (time.perf_counter() - t0)

@@ -20,16 +20,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trainer.data import few_per_class, load_dataset  # noqa: E402
 from trainer.models import SmallCNN, to_input  # noqa: E402
-from trainer.train import evaluate  # noqa: E402
+from trainer.evaluate import evaluate  # noqa: E402
+from trainer.step import TrainStep  # noqa: E402
 
 
 def real_only(x, y, pick, rest, steps: int, batch: int, lr: float, seed: int) -> float:
@@ -37,15 +36,10 @@ def real_only(x, y, pick, rest, steps: int, batch: int, lr: float, seed: int) ->
     g = torch.Generator().manual_seed(seed)
     xs, ys = torch.from_numpy(x[pick]), torch.from_numpy(y[pick])
     model = SmallCNN(num_classes=int(y.max()) + 1)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    step = TrainStep(model, steps, lr=lr)  # the trainer's own step
     for _ in range(steps):
         j = torch.randint(len(ys), (batch,), generator=g)
-        loss = F.cross_entropy(model(to_input(xs[j])), ys[j])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+        step(to_input(xs[j]), ys[j])
     return evaluate(model, x[rest], y[rest], torch.device("cpu"), int(y.max()) + 1)["acc"]
 
 

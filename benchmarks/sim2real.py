@@ -27,7 +27,6 @@ what has been tried: docs/experiments.md.
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import os
 import time
@@ -206,9 +205,9 @@ def run_once(args, family, space) -> dict[str, tuple]:
 def train(args, family, images, labels):
     """Train SmallCNN (with the benchmark's options) for args.epochs passes over the images."""
     import torch
-    import torch.nn.functional as F
 
     from trainer.models import SmallCNN, to_input
+    from trainer.step import TrainStep
 
     n = len(images)
     model = SmallCNN(num_classes=family.NUM_CLASSES, width=args.width, hidden=args.hidden, dropout=args.dropout,
@@ -219,16 +218,15 @@ def train(args, family, images, labels):
                 model.features[i] = torch.nn.GroupNorm(8, m.num_features)
     per_epoch = math.ceil(n / args.batch)
     steps = per_epoch * args.epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.15)
+    step = TrainStep(model, steps, lr=args.lr, weight_decay=args.wd, label_smoothing=args.smoothing)
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     order = torch.cat([torch.randperm(n) for _ in range(args.epochs)])
     mix = torch.distributions.Beta(args.mixup, args.mixup) if args.mixup > 0 else None
-    ce = functools.partial(F.cross_entropy, label_smoothing=args.smoothing, reduction="none")
+    ce = step.loss
     model.train()
     t0, running = time.perf_counter(), 0.0
-    for step in range(steps):
-        e, k = divmod(step, per_epoch)
+    for i in range(steps):
+        e, k = divmod(i, per_epoch)
         idx = order[e * n + k * args.batch : e * n + min((k + 1) * args.batch, n)]
         xb, yb = to_input(x_all[idx]), y_all[idx]
         if mix is None:
@@ -237,16 +235,12 @@ def train(args, family, images, labels):
             lam, perm = float(mix.sample()), torch.randperm(len(idx))
             out = model(lam * xb + (1 - lam) * xb[perm])
             losses = lam * ce(out, yb) + (1 - lam) * ce(out, yb[perm])
-        if args.trim and step >= 0.2 * steps:
+        if args.trim and i >= 0.2 * steps:
             losses = losses.topk(len(idx) - int(args.trim * len(idx)), largest=False).values
-        loss = losses.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
-        if (step + 1) % max(1, steps // 10) == 0:
-            print(f"  step {step + 1}/{steps}  loss {running:.3f}  {time.perf_counter() - t0:.0f} s", flush=True)
+        loss = step.update(losses)
+        running = 0.98 * running + 0.02 * loss if i else loss
+        if (i + 1) % max(1, steps // 10) == 0:
+            print(f"  step {i + 1}/{steps}  loss {running:.3f}  {time.perf_counter() - t0:.0f} s", flush=True)
     return model
 
 

@@ -34,12 +34,18 @@ DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint
 _NAME_OF = {np.dtype(n): n for n in DTYPES}  # dtype.name is slow in numpy 2; a dict lookup is not
 _DTYPE_OF = {n: np.dtype(n) for n in DTYPES}
 
-# kind -> (required fields with their JSON types, required array names)
+# Every field and array of every message, here and nowhere else. Per kind:
+#   SCHEMA[kind] = (required fields with their JSON types, required array names)
+#   ARRAYS[kind] = array name -> (dtype, allowed ndims), of required and optional arrays
+#   _CHECKS[kind] = what ties fields and arrays together (lengths, ranges, list elements)
+# Receivers read a decoded message without checking it again.
 _INT = (int,)
 _NUM = (int, float)
 _STR = (str,)
 _DICT = (dict,)
 _LIST = (list,)
+_BOOL = (bool,)
+MAX_RANKS = 1024
 SCHEMA: dict[str, tuple[dict[str, tuple], frozenset[str]]] = {
     # worker -> controller
     "hello": ({"worker": _STR, "pid": _INT}, frozenset()),
@@ -47,22 +53,75 @@ SCHEMA: dict[str, tuple[dict[str, tuple], frozenset[str]]] = {
     "done": ({"id": _INT, "ms": _NUM}, frozenset()),
     "failed": ({"id": _INT, "error": _STR}, frozenset()),
     "heartbeat": ({}, frozenset()),
-    # controller -> worker
-    "welcome": ({"family": _STR, "space": _DICT, "render": _DICT, "push": _STR, "heartbeat_s": _NUM}, frozenset()),
-    "request": ({"id": _INT, "family": _STR, "n": _INT, "param_names": _LIST}, frozenset({"seeds", "params"})),
+    # controller -> worker; push: the PULL endpoint of each trainer rank, in rank order
+    "welcome": ({"family": _STR, "space": _DICT, "render": _DICT, "push": _LIST, "heartbeat_s": _NUM}, frozenset()),
+    "request": ({"id": _INT, "family": _STR, "n": _INT, "rank": _INT, "param_names": _LIST},
+                frozenset({"seeds", "params"})),
     "stop": ({"reason": _STR}, frozenset()),
     # worker -> trainer
-    "batch": ({"id": _INT, "worker": _STR, "family": _STR, "ms": _NUM, "param_names": _LIST},
-              frozenset({"images", "labels", "seeds", "params"})),
+    "batch": ({"id": _INT, "worker": _STR, "family": _STR, "ms": _NUM}, frozenset({"images", "labels"})),
     # trainer -> controller
-    "trainer": ({"pull": _STR}, frozenset()),
+    "trainer": ({"pull": _STR, "rank": _INT, "world": _INT}, frozenset()),
+    # one per request the trainer consumed, with its per-sample losses (and feature distances to
+    # the real reward split, when the controller asked for them) if the loop reported them
     "delivered": ({"id": _INT, "samples": _INT}, frozenset()),
-    "losses": ({"id": _INT}, frozenset({"losses"})),
     "metrics": ({"metrics": _DICT}, frozenset()),
     "finished": ({"samples": _INT}, frozenset()),
-    # controller -> trainer
-    "info": ({"family": _STR, "space": _DICT, "num_classes": _INT}, frozenset()),
+    # controller -> trainer: everything the trainer must know about the run's family and policy
+    "info": ({"family": _STR, "space": _DICT, "num_classes": _INT, "image_shape": _LIST, "label_param": _STR,
+              "realism": _BOOL}, frozenset()),
 }
+ARRAYS: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {
+    "request": {"seeds": ("uint64", (1,)), "params": ("float64", (2,))},
+    "batch": {"images": ("uint8", (3, 4)), "labels": ("int64", (1,))},
+    "delivered": {"losses": ("float32", (1,)), "realism": ("float32", (1,))},
+}
+
+
+def _check_request(f, a):
+    n = f["n"]
+    if not 0 < n or a["seeds"].shape != (n,) or a["params"].shape[1:] != (n,):
+        raise ProtocolError("bad_array", f"request: seeds {list(a['seeds'].shape)} and params "
+                            f"{list(a['params'].shape)} do not hold n={n} samples")
+    if not 0 <= f["rank"] < MAX_RANKS:
+        raise ProtocolError("bad_field", f"request: rank {f['rank']} outside [0, {MAX_RANKS})")
+
+
+def _check_batch(f, a):
+    n = a["labels"].shape[0]
+    if a["images"].shape[0] != n:
+        raise ProtocolError("bad_batch", f"images {list(a['images'].shape)} for {n} labels")
+
+
+def _check_welcome(f, a):
+    push = f["push"]
+    if not 0 < len(push) <= MAX_RANKS or not all(isinstance(p, str) and p for p in push):
+        raise ProtocolError("bad_field", f"welcome: 'push' must list 1 to {MAX_RANKS} endpoints")
+
+
+def _check_trainer(f, a):
+    if not 0 <= f["rank"] < f["world"] <= MAX_RANKS:
+        raise ProtocolError("bad_field", f"trainer: rank {f['rank']} of world {f['world']}")
+
+
+def _check_delivered(f, a):
+    for name in ("losses", "realism"):
+        if name in a and a[name].shape != (f["samples"],):
+            raise ProtocolError("bad_array", f"delivered: {name} {list(a[name].shape)} for {f['samples']} samples")
+    if "realism" in a and "losses" not in a:
+        raise ProtocolError("missing_array", "delivered: realism without losses")
+
+
+def _check_info(f, a):
+    shape = f["image_shape"]
+    if not 2 <= len(shape) <= 3 or not all(type(s) is int and 0 < s <= 65536 for s in shape):
+        raise ProtocolError("bad_field", f"info: image_shape {str(shape)[:40]} is not 2 or 3 positive sizes")
+    if not 0 < f["num_classes"] <= 1 << 20:
+        raise ProtocolError("bad_field", f"info: num_classes {f['num_classes']}")
+
+
+_CHECKS = {"request": _check_request, "batch": _check_batch, "welcome": _check_welcome, "trainer": _check_trainer,
+           "delivered": _check_delivered, "info": _check_info}
 KINDS = frozenset(SCHEMA)
 
 
@@ -93,7 +152,9 @@ def encode(kind: str, fields: Mapping[str, Any] | None = None,
     """Build the frames of a message: [header bytes, array buffers...]. Send with copy=False."""
     fields = dict(fields or {})
     arrays = arrays or {}
-    _check_fields(kind, fields, set(arrays))  # the sender fails loudly on what a receiver would reject
+    # the sender fails loudly on what a receiver would reject
+    _check_fields(kind, fields, set(arrays))
+    _check_arrays(kind, fields, {k: np.asarray(v) for k, v in arrays.items()})
     descs, bufs = [], []
     for name, a in arrays.items():
         a = np.asarray(a)
@@ -162,8 +223,7 @@ def _decode(frames: Sequence) -> Message:
                                 f"{dtype.name}{shape} needs {expected}")
         arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
     _check_fields(kind, header, set(arrays))
-    if "params" in SCHEMA[kind][1]:
-        _check_params_frame(kind, header, arrays)
+    _check_arrays(kind, header, arrays)
     return Message(kind, header, arrays)
 
 
@@ -190,12 +250,25 @@ def _check_fields(kind: str, fields: Mapping[str, Any], array_names: set[str]) -
     required, arrays_needed = SCHEMA[kind]
     for key, types in required.items():
         val = fields.get(key)
-        if not isinstance(val, types) or isinstance(val, bool):
+        if not isinstance(val, types) or isinstance(val, bool) != (types == _BOOL):
             raise ProtocolError("bad_field", f"{kind}: field '{key}' must be {'/'.join(t.__name__ for t in types)}, "
                                 f"got {type(val).__name__}")
     missing = arrays_needed - array_names
     if missing:
         raise ProtocolError("missing_array", f"{kind}: missing arrays {sorted(missing)}")
+
+
+def _check_arrays(kind: str, fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+    for name, (dtype, ndims) in ARRAYS.get(kind, {}).items():
+        a = arrays.get(name)
+        if a is not None and (a.dtype != _DTYPE_OF[dtype] or a.ndim not in ndims):
+            raise ProtocolError("bad_array", f"{kind}: '{name}' must be {dtype} with {' or '.join(map(str, ndims))} "
+                                f"dims, got {a.dtype.name}{list(a.shape)}")
+    if "params" in SCHEMA[kind][1]:
+        _check_params_frame(kind, fields, arrays)
+    check = _CHECKS.get(kind)
+    if check is not None:
+        check(fields, arrays)
 
 
 class RejectCounter(Counter):
@@ -227,6 +300,32 @@ def params_of(msg: Message) -> dict[str, np.ndarray]:
     """name -> float64 row view; a space's ``cast`` turns them back into declared dtypes."""
     arr = msg.arrays["params"]
     return {k: arr[i] for i, k in enumerate(msg.fields["param_names"])}
+
+
+def example(kind: str, n: int = 4) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A valid message of ``kind`` holding ``n`` samples: (fields, arrays), for tests and fuzzers."""
+    values = {_INT: 7, _NUM: 2.5, _STR: "w-1", _DICT: {"a": [1, 2.5], "b": {"c": "d"}}, _LIST: [1, "x"],
+              _BOOL: True}
+    required, _ = SCHEMA[kind]
+    fields: dict[str, Any] = {k: values[t] for k, t in required.items()}
+    specific = {"request": {"n": n, "rank": 0}, "welcome": {"push": ["tcp://127.0.0.1:5556"]},
+                "trainer": {"rank": 0, "world": 1}, "delivered": {"samples": n},
+                "info": {"num_classes": 10, "image_shape": [28, 28]}}
+    fields.update(specific.get(kind, {}))
+    arrays: dict[str, np.ndarray] = {}
+    if kind == "request":
+        arrays["seeds"] = np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    if kind == "request":
+        pf, pa = pack_params({"label": np.arange(n, dtype=np.int64) % 10,
+                              "slant": np.linspace(-0.3, 0.6, n, dtype=np.float32)})
+        fields.update(pf)
+        arrays.update(pa)
+    if kind == "batch":
+        arrays["images"] = np.arange(n * 28 * 28, dtype=np.int64).astype(np.uint8).reshape(n, 28, 28)
+        arrays["labels"] = np.arange(n, dtype=np.int64) % 10
+    if kind == "delivered":
+        arrays["losses"] = np.linspace(-1.25, 7.0, n, dtype=np.float32)
+    return fields, arrays
 
 
 def _check_params_frame(kind: str, fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:

@@ -99,11 +99,7 @@ def _configure_and_render(worker_id: str, io: "_IO") -> int | None:
     family = families.load(welcome["family"])
     _configure(family, dict(welcome["render"]))
     renderer = Renderer(family, ParamSpace.from_mapping(welcome["space"]))
-    push = welcome["push"]  # one PULL per trainer rank: a list, or one endpoint with the list in push_all
-    targets = welcome.fields.get("push_all") or (push if isinstance(push, list) else [push])
-    if not (isinstance(targets, list) and 0 < len(targets) <= 1024 and all(isinstance(t, str) for t in targets)):
-        log.error("worker %s: malformed push_all in the welcome", worker_id)
-        return 3
+    targets = welcome["push"]  # one PULL per trainer rank, in rank order (checked by the wire format)
     log.info("worker %s: family %s, pushing to %s", worker_id, welcome["family"], ", ".join(targets))
     io.targets.put(targets)  # configured: the I/O thread opens the PUSH sockets and grants the credits
     _render_requests(worker_id, renderer, io.todo, io, len(targets))
@@ -165,22 +161,16 @@ def _render_requests(worker_id, renderer, todo: queue.Queue, io: "_IO", n_ranks:
         rid = msg["id"]
         t0 = time.perf_counter()
         try:
-            seeds = msg.arrays["seeds"]
-            if seeds.dtype != np.uint64 or seeds.shape != (msg["n"],):
-                raise SpaceError(f"seeds must be uint64 [{msg['n']}], got {seeds.dtype}{seeds.shape}")
-            rank = msg.fields.get("rank", 0)
-            if not (isinstance(rank, int) and 0 <= rank < n_ranks):
-                raise SpaceError(f"rank {rank!r} is not one of the {n_ranks} trainer ranks")
-            params = protocol.params_of(msg)
-            images, labels = renderer.render(params, seeds)
+            seeds, rank = msg.arrays["seeds"], msg["rank"]  # dtype and length: checked by the wire format
+            if rank >= n_ranks:  # only this side knows how many ranks there are
+                raise SpaceError(f"rank {rank} is not one of the {n_ranks} trainer ranks")
+            images, labels = renderer.render(protocol.params_of(msg), seeds)
         except (SpaceError, RuntimeError, ValueError) as e:
             log.warning("worker %s: request %d failed: %s", worker_id, rid, e)
             io.results.put((rid, None, str(e)[:500]))
             continue
         ms = (time.perf_counter() - t0) * 1000
-        pfields, parrays = protocol.pack_params(params)
-        io.results.put((rid, (rank, msg["family"], ms, pfields, {"images": images, "labels": labels, "seeds": seeds,
-                                                                  **parrays}), None))
+        io.results.put((rid, (rank, msg["family"], ms, {"images": images, "labels": labels}), None))
 
 
 class _IO:
@@ -258,8 +248,8 @@ class _IO:
             if ok is None:
                 dealer.send_multipart(protocol.encode("failed", {"id": rid, "error": error}))
             else:
-                rank, family, ms, pfields, arrays = ok
-                fields = {"id": rid, "worker": self.worker_id, "family": family, "ms": ms, **pfields}
+                rank, family, ms, arrays = ok
+                fields = {"id": rid, "worker": self.worker_id, "family": family, "ms": ms}
                 pushes[rank].send_multipart(protocol.encode("batch", fields, arrays), copy=False)
                 dealer.send_multipart(protocol.encode("done", {"id": rid, "ms": ms}))
                 self.rendered += 1

@@ -1,160 +1,127 @@
-"""Typed, frozen run configuration: Hydra composes YAML into these, code below never sees a DictConfig.
+"""How a run's configuration is made: Hydra composes ``configs/`` into ``configs.schema.RunConfig``.
 
-The dataclasses are registered as the schema of ``configs/config.yaml``, so a typo in a YAML
-file or an override (``trainer.lrr=1``) fails at start-up with the key's name.
+The schema's dataclasses are registered with Hydra (``run_schema``), and each policy's ``Args``
+dataclass as the schema of its ``configs/policy/<name>.yaml`` (``schema/policy/<name>``), so
+``policy.options.floor=0.3`` works and ``otfgen --help`` lists every option. A key that is not
+in the schema — ``trainer.lrr=1``, ``+trainer.lrr=1``, ``+foo=1`` — fails at start-up with one
+line naming it. ``check`` then tests what would otherwise fail late inside a child process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import asdict, dataclass, field
+import sys
+import typing
 from pathlib import Path
-from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from configs.schema import ConfigError, PolicyCfg, RunConfig
 
-@dataclass
-class ParamCfg:
-    kind: str = MISSING
-    low: Optional[float] = None
-    high: Optional[float] = None
-    choices: Optional[List[Any]] = None
-    default: Any = None
-    doc: str = ""
+__all__ = ["ConfigError", "RunConfig", "register", "compose", "from_hydra", "from_argv", "check", "save", "load",
+           "with_run_dir", "default_run_dir"]
 
 
-@dataclass
-class SceneCfg:
-    name: str = MISSING
-    image_shape: List[int] = field(default_factory=lambda: [28, 28])
-    num_classes: int = 10
-    label_param: str = "label"
-    params: Dict[str, ParamCfg] = field(default_factory=dict)
-    # how the family renders, not per sample (Blender families: device, samples, grid …); sent to
-    # every worker in its welcome, so remote workers render like local ones
-    render: Dict[str, Any] = field(default_factory=dict)
-    # what to validate on when trainer.val_data is not given: a path, "sklearn-digits", or
-    # "stream" (the first trainer.val_stream_samples generated samples, held out from training)
-    val_data: Optional[str] = None
-    # the blur (std, pixels) this family's images suggest for the CNN's input (model.input_blur
-    # overrides it); null = none
-    input_blur: Optional[float] = None
+def _writable(node):
+    """OmegaConf marks nodes of frozen dataclasses read-only; Hydra must still merge into them."""
+    OmegaConf.set_readonly(node, False)
+    if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none():
+        for k in node.keys():
+            child = node._get_node(k)
+            if isinstance(child, DictConfig):
+                _writable(child)
+    return node
 
 
-@dataclass
-class PolicyCfg:
-    name: str = "uniform"
-    bins: int = 8
-    options: Dict[str, Any] = field(default_factory=dict)
+def _structured(cls):
+    return _writable(OmegaConf.structured(cls))
 
 
-@dataclass
-class ModelCfg:
-    name: str = "cnn"
-    width: int = 32
-    dropout: float = 0.3
-    hidden: int = 128
-    # std in pixels of a fixed Gaussian blur of the input (0 = off); null = the scene's input_blur
-    input_blur: Optional[float] = None
+def policy_args() -> dict[str, type | None]:
+    """Policy name -> its ``Args`` dataclass (None for a policy without options)."""
+    from controller import policies
 
-
-@dataclass
-class LauncherCfg:
-    workers: int = 2
-    max_restarts: int = 3
-    start_timeout_s: float = 60.0
-    progress: bool = True
-    # a Blender executable to run workers under (its bundled Python) instead of this Python's bpy
-    blender: Optional[str] = None
-
-
-@dataclass
-class BudgetCfg:
-    samples: int = 200_000
-
-
-@dataclass
-class ControllerCfg:
-    bind: str = "tcp://127.0.0.1"  # a loopback or ipc:// endpoint; port chosen at random when absent
-    connect: Optional[str] = None  # where the trainer finds a controller started elsewhere
-    request_size: int = 256
-    credits: int = 2  # requests in flight per worker
-    heartbeat_s: float = 0.5
-    dead_after_s: float = 5.0  # a worker silent this long is gone; its requests are re-issued
-    redeliver_after_s: float = 300.0  # rendered, worker alive, never delivered: issue again (a safety net)
-    max_open: int = 0  # issued but undelivered requests at most; 0 = credits × workers + 4
-    keys: Optional[str] = None  # CurveZMQ keys directory (`otfgen keys DIR`); required beyond loopback
-
-
-@dataclass
-class TrainerCfg:
-    batch_size: int = 128
-    bind: str = "tcp://127.0.0.1"  # where workers push batches; beyond loopback needs controller.keys
-    advertise: Optional[str] = None  # host workers use to reach bind (default: bind's host, or this host's name)
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads; 0 = torch's default
-    ranks: int = 1  # data-parallel trainer processes (torchrun, PyTorch DDP), each fed a disjoint share
-    val_data: Optional[str] = None  # .npz / IDX path; None = the scene's val_data, else scikit-learn's real 8×8 digits
-    val_stream_samples: int = 1024  # held out from the stream when validating on "stream"
-    val_every: int = 25_000  # samples between validations
-    data_timeout_s: float = 60.0
-    queue: int = 4  # decoded requests buffered ahead of the training step
-    # few-real mode: k real labelled images per class mixed into every minibatch
-    real_data: Optional[str] = None  # .npz / IDX path; its images not picked for training are validated on
-    real_per_class: int = 10
-    real_fraction: float = 0.25  # share of each minibatch drawn (with replacement) from the real images
-    log_every_s: float = 10.0
-    # share of the validation set kept for the policy's feedback (per-class accuracy, real features);
-    # val/... figures are then reported on the remaining part only
-    reward_split: float = 0.0
-
-
-@dataclass
-class RunConfig:
-    seed: int = 0
-    workers: Optional[int] = None  # shorthand for launcher.workers (`otfgen scene=digits3d workers=4`)
-    run_dir: Optional[str] = None  # the launcher sets Hydra's output dir; else outputs/<date>/<time>
-    scene: SceneCfg = field(default_factory=SceneCfg)
-    policy: PolicyCfg = field(default_factory=PolicyCfg)
-    model: ModelCfg = field(default_factory=ModelCfg)
-    launcher: LauncherCfg = field(default_factory=LauncherCfg)
-    budget: BudgetCfg = field(default_factory=BudgetCfg)
-    controller: ControllerCfg = field(default_factory=ControllerCfg)
-    trainer: TrainerCfg = field(default_factory=TrainerCfg)
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run: says which key and what is allowed."""
+    return {name: policies.args_class(name) for name in policies.NAMES}
 
 
 def register() -> None:
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=_structured(RunConfig))
+    for name, args in policy_args().items():
+        fields = [("name", str, name)]
+        if args is not None:
+            fields.append(("options", args, dataclasses.field(default_factory=args)))
+        node = dataclasses.make_dataclass(f"{name.capitalize()}PolicyCfg", fields, bases=(PolicyCfg,), frozen=True)
+        cs.store(group="schema/policy", name=name, node=_structured(node))
+
+
+def _unknown_key(data, cls, path: str = "") -> str | None:
+    """The first key of ``data`` (plain containers) that the dataclass ``cls`` does not declare."""
+    if not isinstance(data, dict):
+        return None
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        full = f"{path}{key}"
+        if key not in names:
+            return full
+        sub = hints.get(key)
+        if cls is PolicyCfg and key == "options" or dataclasses.is_dataclass(sub) and issubclass(sub, PolicyCfg):
+            continue  # checked against the chosen policy's Args below
+        if dataclasses.is_dataclass(sub):
+            found = _unknown_key(value, sub, full + ".")
+            if found:
+                return found
+    return None
+
+
+def _check_policy_options(policy: dict) -> None:
+    name = policy.get("name")
+    known = policy_args()
+    if name not in known:
+        raise ConfigError(f"policy.name: unknown policy '{name}'; available: {list(known)}")
+    options = policy.get("options") or {}
+    args = known[name]
+    allowed = {f.name for f in dataclasses.fields(args)} if args is not None else set()
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(f"unknown key 'policy.options.{key}' for policy={name}; allowed: {sorted(allowed)}")
 
 
 def from_hydra(cfg) -> RunConfig:
     """DictConfig -> RunConfig (validated against the schema once, here)."""
-    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
-    return _resolve_aliases(OmegaConf.to_object(merged))
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("hydra", None)
+    bad = _unknown_key(data, RunConfig)
+    if bad:
+        raise ConfigError(f"unknown key '{bad}' (check its spelling; `otfgen --help` lists the settings)")
+    _check_policy_options(data.get("policy", {}))
+    merged = OmegaConf.merge(_structured(RunConfig), {k: v for k, v in data.items() if k != "policy"})
+    out = OmegaConf.to_object(merged)
+    policy = data.get("policy", {})
+    args = policy_args()[policy["name"]]
+    options = args(**(policy.get("options") or {})) if args is not None else {}
+    out = dataclasses.replace(out, policy=PolicyCfg(name=policy["name"], bins=int(policy.get("bins", 8)),
+                                                    options=options))
+    if out.workers is not None:  # the shorthand `workers=N` is launcher.workers
+        out = dataclasses.replace(out, workers=None, launcher=dataclasses.replace(out.launcher, workers=out.workers))
+    return out
 
 
-def _resolve_aliases(cfg: "RunConfig") -> "RunConfig":
-    if cfg.workers is not None:
-        cfg.launcher.workers, cfg.workers = cfg.workers, None
-    return cfg
+def with_run_dir(cfg: RunConfig, run_dir: str | Path | None) -> RunConfig:
+    return dataclasses.replace(cfg, run_dir=None if run_dir is None else str(run_dir))
 
 
 def save(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(asdict(cfg), indent=1))
+    Path(path).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
 
 
 def load(path: str | Path) -> RunConfig:
     data = json.loads(Path(path).read_text())
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), data))
+    return from_hydra(OmegaConf.create(data))
 
 
 def compose(overrides: list[str]) -> RunConfig:
@@ -162,20 +129,36 @@ def compose(overrides: list[str]) -> RunConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf.errors import OmegaConfBaseException
 
     register()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="configs", version_base=None):
             cfg = hydra_compose(config_name="config", overrides=overrides)
-        return from_hydra(cfg)
-    except OmegaConfBaseException as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
-    except Exception as e:  # Hydra's own override/missing-group errors
-        if type(e).__module__.startswith("hydra"):
-            raise ConfigError(str(e).splitlines()[0]) from None
-        raise
+    except Exception as e:  # Hydra's and OmegaConf's override / missing-group errors
+        raise ConfigError(one_line(e)) from None
+    return from_hydra(cfg)
+
+
+def one_line(e: BaseException) -> str:
+    """Hydra's errors span several lines and hide the detail in ``__cause__``: one line that names
+    the key and what is wrong with it."""
+    import re
+
+    text = str(e)
+    cause = str(e.__cause__ or "")
+    m = re.match(r"Could not override '([^']+)'", text)
+    if m and ("not in" in cause or "not in struct" in text):
+        return f"unknown key '{m.group(1)}' (check its spelling; `otfgen --help` lists the settings)"
+    m = re.match(r"In '[^']*': Could not find '([^/']+)/([^']+)'", text)
+    if m:
+        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        return f"{m.group(1)}={m.group(2)}: no such config; available: {', '.join(options)}"
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
+    detail = next((ln.strip() for ln in cause.splitlines() if ln.strip()), "")
+    if e.__cause__ is not None and "raised while composing" in first:
+        return one_line(e.__cause__)
+    return f"{first}: {detail}" if detail else first
 
 
 def default_run_dir(prog: str) -> str:
@@ -214,5 +197,84 @@ def from_argv(argv: list[str], prog: str) -> tuple[RunConfig, dict[str, str]]:
     except (ConfigError, FileNotFoundError, json.JSONDecodeError) as e:
         raise SystemExit(f"{prog}: configuration error: {e}") from None
     if cfg.run_dir is None:
-        cfg.run_dir = default_run_dir(prog)
+        cfg = with_run_dir(cfg, default_run_dir(prog))
     return cfg, extra
+
+
+def check_device(name: str) -> None:
+    """``trainer.device``: fail before any process starts, not in the trainer seconds later."""
+    if name in ("auto", "cpu"):
+        return
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"trainer.device={name}: expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cpu":
+        return
+    if dev.type != "cuda":
+        raise ConfigError(f"trainer.device={name}: expected auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name}: CUDA is not available on this machine (use auto or cpu)")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"trainer.device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def check(cfg: RunConfig) -> None:
+    """Start-up checks of what would otherwise fail late inside a child process."""
+    from blender_gen import security
+    from controller.server import scene_space
+    from trainer.data import BUILTIN
+
+    scene_space(cfg)
+    _check_backend(cfg)
+    check_device(cfg.trainer.device)
+    for setting, endpoint in (("controller.bind", cfg.controller.bind), ("trainer.bind", cfg.trainer.bind)):
+        try:
+            security.for_endpoint(cfg.controller.keys, setting, endpoint, server=True)
+        except security.KeysError as e:
+            raise ConfigError(str(e) if setting in str(e) else f"controller.keys: {e}") from None
+    for key in ("val_data", "real_data"):
+        path = getattr(cfg.trainer, key)
+        if path not in (None, BUILTIN, "stream") and not Path(path).expanduser().exists():
+            raise ConfigError(f"trainer.{key}: data path '{path}' does not exist")
+    if not 0.0 <= cfg.trainer.reward_split < 1.0:
+        raise ConfigError("trainer.reward_split must be in [0, 1)")
+    from controller import policies
+
+    if policies.needs_realism(cfg.policy.name) and cfg.trainer.reward_split <= 0:
+        raise ConfigError(f"policy={cfg.policy.name} learns from real data: set trainer.reward_split (e.g. 0.5) so "
+                          "that results are reported on a part it never saw")
+    if not 0.0 <= cfg.trainer.real_fraction < 1.0:
+        raise ConfigError("trainer.real_fraction must be in [0, 1)")
+    for key, blur in (("model.input_blur", cfg.model.input_blur), ("scene.input_blur", cfg.scene.input_blur)):
+        if blur is not None and not 0.0 <= blur <= 3.0:
+            raise ConfigError(f"{key}={blur}: expected a blur std in pixels in [0, 3] (0 = off)")
+    for key in ("launcher.workers", "controller.request_size", "controller.credits", "budget.samples",
+                "trainer.batch_size", "trainer.ranks"):
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) < 1:
+            raise ConfigError(f"{key} must be >= 1")
+
+
+def _check_backend(cfg: RunConfig) -> None:
+    """A Blender family needs bpy here, or a Blender executable to run its workers under."""
+    import importlib.util
+    import shutil
+
+    from blender_gen import families
+
+    family = families.load(cfg.scene.name)
+    if not getattr(family, "NEEDS_BLENDER", False):
+        if cfg.scene.render:
+            raise ConfigError(f"scene.render: family '{cfg.scene.name}' takes no render options")
+        return
+    blender = cfg.launcher.blender
+    if blender:
+        if shutil.which(blender) is None:
+            raise ConfigError(f"launcher.blender: '{blender}' is not an executable")
+    elif importlib.util.find_spec("bpy") is None:
+        raise ConfigError(
+            f"scene '{cfg.scene.name}' renders with Blender but bpy is not installed in {sys.executable}: "
+            "`pip install 'otfgen[blender]'` (Python 3.11), or set launcher.blender=/path/to/blender")

@@ -3,6 +3,7 @@
     otfgen [hydra overrides]          # the whole loop (default: mnist2d, uniform policy, 2 workers)
     otfgen replay RUN_DIR [--out F]   # regenerate the run's stream from params.jsonl and check its bytes
     otfgen keys DIR                   # CurveZMQ keys for endpoints beyond loopback (controller.keys=DIR)
+    otfgen compare policies=[...] …   # several policies over several seeds, paired (otfgen-compare)
 
 A dead worker is restarted with back-off (its open requests are re-issued by the controller);
 one that keeps dying is given up on. If the controller or the trainer fails, or on Ctrl-C, every
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller import config as config_mod
-from controller.config import RunConfig
+from configs.schema import RunConfig
 
 log = logging.getLogger("otfgen.launcher")
 
@@ -212,67 +213,6 @@ def worker_argv(blender: str | None, args: list[str]) -> list[str]:
             "--", *args]
 
 
-def check(cfg: RunConfig) -> None:
-    """Start-up checks of what would otherwise fail late inside a child process."""
-    from controller.server import scene_space
-    from trainer.data import BUILTIN
-
-    scene_space(cfg)
-    _check_backend(cfg)
-    from blender_gen import security
-
-    for setting, endpoint in (("controller.bind", cfg.controller.bind), ("trainer.bind", cfg.trainer.bind)):
-        try:
-            security.for_endpoint(cfg.controller.keys, setting, endpoint, server=True)
-        except security.KeysError as e:
-            raise config_mod.ConfigError(str(e) if setting in str(e) else f"controller.keys: {e}") from None
-    for key in ("val_data", "real_data"):
-        path = getattr(cfg.trainer, key)
-        if path not in (None, BUILTIN, "stream") and not Path(path).expanduser().exists():
-            raise config_mod.ConfigError(f"trainer.{key}: data path '{path}' does not exist")
-    if not 0.0 <= cfg.trainer.reward_split < 1.0:
-        raise config_mod.ConfigError("trainer.reward_split must be in [0, 1)")
-    if cfg.policy.name == "match" and cfg.trainer.reward_split <= 0:
-        raise config_mod.ConfigError("policy=match learns from real data: set trainer.reward_split (e.g. 0.5) so "
-                                     "that results are reported on a part it never saw")
-    from controller import policies
-
-    if cfg.policy.name not in policies.NAMES:
-        raise config_mod.ConfigError(f"policy.name: unknown policy '{cfg.policy.name}'; available: {list(policies.NAMES)}")
-    if not 0.0 <= cfg.trainer.real_fraction < 1.0:
-        raise config_mod.ConfigError("trainer.real_fraction must be in [0, 1)")
-    for key, blur in (("model.input_blur", cfg.model.input_blur), ("scene.input_blur", cfg.scene.input_blur)):
-        if blur is not None and not 0.0 <= blur <= 3.0:
-            raise config_mod.ConfigError(f"{key}={blur}: expected a blur std in pixels in [0, 3] (0 = off)")
-    for key in ("launcher.workers", "controller.request_size", "controller.credits", "budget.samples",
-                "trainer.batch_size", "trainer.ranks"):
-        section, name = key.split(".")
-        if getattr(getattr(cfg, section), name) < 1:
-            raise config_mod.ConfigError(f"{key} must be >= 1")
-
-
-def _check_backend(cfg: RunConfig) -> None:
-    """A Blender family needs bpy here, or a Blender executable to run its workers under."""
-    import importlib.util
-    import shutil
-
-    from blender_gen import families
-
-    family = families.load(cfg.scene.name)
-    if not getattr(family, "NEEDS_BLENDER", False):
-        if cfg.scene.render:
-            raise config_mod.ConfigError(f"scene.render: family '{cfg.scene.name}' takes no render options")
-        return
-    blender = cfg.launcher.blender
-    if blender:
-        if shutil.which(blender) is None:
-            raise config_mod.ConfigError(f"launcher.blender: '{blender}' is not an executable")
-    elif importlib.util.find_spec("bpy") is None:
-        raise config_mod.ConfigError(
-            f"scene '{cfg.scene.name}' renders with Blender but bpy is not installed in {sys.executable}: "
-            "`pip install 'otfgen[blender]'` (Python 3.11), or set launcher.blender=/path/to/blender")
-
-
 def _hydra_main() -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -280,20 +220,36 @@ def _hydra_main() -> int:
     config_mod.register()
     result = {"code": 1}
 
+    # Hydra's own errors are several lines and exit 1: compose once first, so that every start-up
+    # error is one line and exit code 2 (Hydra's flags, e.g. --help, and hydra.* keys are its own)
+    overrides = [a for a in sys.argv[1:] if not a.startswith("-") and not a.startswith("hydra.")]
+    if not any(a.startswith("-") for a in sys.argv[1:]):
+        try:
+            config_mod.compose(overrides)
+        except config_mod.ConfigError as e:
+            return _startup_error(e)
+
     @hydra.main(version_base=None, config_path="pkg://configs", config_name="config")
     def app(dcfg) -> None:
-        cfg = config_mod.from_hydra(dcfg)
-        cfg.run_dir = HydraConfig.get().runtime.output_dir
         try:
-            check(cfg)  # fail here, with the key's name, not inside a child process
+            cfg = config_mod.with_run_dir(config_mod.from_hydra(dcfg), HydraConfig.get().runtime.output_dir)
+            config_mod.check(cfg)  # fail here, with the key's name, not inside a child process
         except (config_mod.ConfigError, ValueError, LookupError) as e:
-            log.error("configuration error: %s", e)
-            result["code"] = 2
+            result["code"] = _startup_error(e)
             return
         result["code"] = LocalCluster(cfg).run()
 
     app()
     return result["code"]
+
+
+STARTUP_ERROR = 2  # every configuration error found before a process starts
+
+
+def _startup_error(e: Exception) -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    log.error("configuration error: %s", e)
+    return STARTUP_ERROR
 
 
 def main() -> None:
@@ -305,6 +261,10 @@ def main() -> None:
         from controller.replay import main as replay_main
 
         sys.exit(replay_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "compare":  # also installed as otfgen-compare
+        from controller.compare import main as compare_main
+
+        sys.exit(compare_main(sys.argv[2:]))
     sys.exit(_hydra_main())
 
 

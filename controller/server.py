@@ -18,8 +18,6 @@ import logging
 import os
 import sys
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,63 +27,42 @@ from blender_gen import families, protocol, rng, security
 from blender_gen.space import ParamSpace
 from controller import config as config_mod
 from controller import policies
-from controller.config import RunConfig
+from configs.schema import PARAM_KEYS, ConfigError, RunConfig
+from controller.ledger import Ledger, Request, WorkerState
 from controller.paramlog import ParamLog
 
 log = logging.getLogger("otfgen.controller")
 
 
-@dataclass
-class Request:
-    id: int
-    seed: int
-    action: dict
-    params: dict
-    seeds: np.ndarray
-    step: int
-    worker: bytes | None = None
-    issued_at: float = 0.0
-    rendered_at: float | None = None
-    issues: int = 0
-    rank: int = 0  # the trainer rank this request's batch goes to
-
-
-@dataclass
-class WorkerState:
-    name: str
-    credits: int = 0
-    rendering: set = field(default_factory=set)  # sent, no done/failed yet: each holds one credit
-    open: set = field(default_factory=set)  # sent, not yet delivered to the trainer: re-issued if it dies
-    last_seen: float = 0.0
-    welcomed: bool = False
-    rendered: int = 0
-
-
 def scene_space(cfg: RunConfig) -> ParamSpace:
     """The run's parameter space: the scene config (YAML plus overrides), checked against the family."""
     fam = families.load(cfg.scene.name)  # raises UnknownFamily with the list of families
-    space = ParamSpace.from_mapping({k: {kk: vv for kk, vv in vars(v).items() if vv is not None}
+    for k, v in cfg.scene.params.items():
+        extra = set(v) - set(PARAM_KEYS)
+        if extra:
+            raise ConfigError(f"scene.params.{k}: unknown keys {sorted(extra)}; allowed: {list(PARAM_KEYS)}")
+    space = ParamSpace.from_mapping({k: {kk: vv for kk, vv in v.items() if vv is not None}
                                      for k, v in cfg.scene.params.items()})
     declared = families.default_space(cfg.scene.name)
     unknown = set(space.params) - set(declared.params)
     missing = set(declared.params) - set(space.params)
     if unknown or missing:
-        raise config_mod.ConfigError(f"scene.params for '{cfg.scene.name}': unknown {sorted(unknown)}, "
+        raise ConfigError(f"scene.params for '{cfg.scene.name}': unknown {sorted(unknown)}, "
                                      f"missing {sorted(missing)}; declared: {sorted(declared.params)}")
     for p in space:
         d = declared[p.name]
         if p.kind != d.kind:
-            raise config_mod.ConfigError(f"scene.params.{p.name}.kind: '{p.kind}', the family declares '{d.kind}'")
+            raise ConfigError(f"scene.params.{p.name}.kind: '{p.kind}', the family declares '{d.kind}'")
         if p.kind == "choice":
             extra = set(p.choices) - set(d.choices)
             if extra:
-                raise config_mod.ConfigError(f"scene.params.{p.name}.choices: {sorted(extra)} not among {list(d.choices)}")
+                raise ConfigError(f"scene.params.{p.name}.choices: {sorted(extra)} not among {list(d.choices)}")
         elif p.low < d.low or p.high > d.high:
             # overrides may narrow a range, not widen it past what the family was built for
-            raise config_mod.ConfigError(f"scene.params.{p.name}: [{p.low}, {p.high}] outside the family's "
+            raise ConfigError(f"scene.params.{p.name}: [{p.low}, {p.high}] outside the family's "
                                          f"declared range [{d.low}, {d.high}]")
     if fam.LABEL_PARAM not in space.params:
-        raise config_mod.ConfigError(f"scene '{cfg.scene.name}' has no label parameter '{fam.LABEL_PARAM}'")
+        raise ConfigError(f"scene '{cfg.scene.name}' has no label parameter '{fam.LABEL_PARAM}'")
     return space
 
 
@@ -96,34 +73,30 @@ def request_seed(run_seed: int, rid: int) -> int:
 
 
 class Controller:
+    """The controller's sockets and policy; what is open, owed and re-issued is its ``Ledger``'s."""
+
     def __init__(self, cfg: RunConfig, run_dir: str | Path):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.space = scene_space(cfg)
-        fam = families.load(cfg.scene.name)
-        options = {"num_classes": fam.NUM_CLASSES,
-                   "budget_requests": -(-cfg.budget.samples // cfg.controller.request_size), **cfg.policy.options}
+        self.family = families.load(cfg.scene.name)
+        options = {"num_classes": self.family.NUM_CLASSES, "label_param": self.family.LABEL_PARAM,
+                   "budget_requests": -(-cfg.budget.samples // cfg.controller.request_size),
+                   **cfg.policy.options_dict()}
         self.policy = policies.make(cfg.policy.name, self.space, cfg.policy.bins, options, cfg.seed)
-        self.workers: dict[bytes, WorkerState] = {}
-        self.open: dict[int, Request] = {}
-        self.reissue: deque[int] = deque()
-        self.next_id = 0
-        self.issued_samples = 0
-        self.delivered = 0
-        self.delivered_samples = 0
-        self.reissued = 0
-        self.failed = 0
-        self.consecutive_failures = 0
+        cc = cfg.controller
+        self.ledger = Ledger(cfg.budget.samples, cc.request_size, max_open=cc.max_open, credits=cc.credits)
         self.trainer: bytes | None = None  # rank 0 (or the only trainer)
         self.trainer_pull: str | None = None  # set once every rank has registered
         self.trainer_seen = 0.0
         # data-parallel training: one trainer per rank, each fed a disjoint share of the budget
-        self.world = 1
         self.ranks: dict[int, tuple[bytes, str]] = {}  # rank -> (identity, PULL endpoint)
-        self.rank_issued: list[int] = [0]
         self.finished_ranks: set[int] = set()
         self.rejects = protocol.RejectCounter()
         self.finished = False
-        self.awaiting_losses: dict[int, dict] = {}
+
+    @property
+    def workers(self) -> dict[bytes, WorkerState]:
+        return self.ledger.workers
 
     # -- the loop --------------------------------------------------------------------------------
     def serve(self, bind: str | None = None, ready_file: Path | None = None, idle_timeout_s: float = 600.0) -> int:
@@ -143,7 +116,7 @@ class Controller:
             try:
                 keys = security.for_endpoint(cfg.controller.keys, "controller.bind", bind or cfg.controller.bind, True)
             except security.KeysError as e:
-                raise config_mod.ConfigError(str(e)) from None
+                raise ConfigError(str(e)) from None
             if keys is not None:
                 self.auth = security.start_authenticator(ctx, keys)
                 security.make_server(router, keys)
@@ -178,15 +151,15 @@ class Controller:
                     if self.trainer is not None and now - self.trainer_seen > idle_timeout_s:
                         log.error("controller: trainer silent for %.0f s", idle_timeout_s)
                         return 4
-                    if self.consecutive_failures >= 20:
+                    if self.ledger.consecutive_failures >= 20:
                         log.error("controller: the last 20 requests all failed to render; stopping")
                         return 5
                 for ident in list(self.workers):
                     self._send(ident, "stop", {"reason": "training finished"})
                 metrics.write(json.dumps(self._metrics()) + "\n")
                 log.info("controller: finished; issued %d requests (%d re-issued, %d failed), "
-                         "delivered %d; rejected %d messages %s", self.next_id, self.reissued, self.failed,
-                         self.delivered, self.rejects.total, dict(self.rejects))
+                         "delivered %d; rejected %d messages %s", self.ledger.next_id, self.ledger.reissued,
+                         self.ledger.failed, self.ledger.delivered, self.rejects.total, dict(self.rejects))
                 return 0
             finally:
                 plog.close()
@@ -223,11 +196,9 @@ class Controller:
 
     # -- workers ---------------------------------------------------------------------------------
     def _on_hello(self, ident: bytes, msg) -> None:
-        old = self.workers.pop(ident, None)
-        if old is not None:  # a restarted worker with the same id: its old requests are lost
-            log.warning("controller: worker %s rejoined; re-issuing its %d open requests", old.name, len(old.open))
-            self._requeue(old)
-        self.workers[ident] = WorkerState(msg["worker"], last_seen=time.monotonic())
+        requeued = self.ledger.join(ident, msg["worker"], time.monotonic())
+        if requeued:  # a restarted worker with the same id: its old requests are lost
+            log.warning("controller: worker %s rejoined; re-issuing its %d open requests", msg["worker"], requeued)
         log.info("controller: worker %s (pid %d) joined", msg["worker"], msg["pid"])
         self._welcome_waiting()
 
@@ -238,151 +209,69 @@ class Controller:
             if not w.welcomed:
                 w.welcomed = self._send(ident, "welcome", {
                     "family": self.cfg.scene.name, "space": self.space.to_mapping(), "render": dict(self.cfg.scene.render),
-                    "push": self.trainer_pull, "heartbeat_s": self.cfg.controller.heartbeat_s,
-                    "push_all": [self.ranks[r][1] for r in range(self.world)]})
+                    "heartbeat_s": self.cfg.controller.heartbeat_s,
+                    "push": [self.ranks[r][1] for r in range(self.ledger.world)]})
 
     def _on_credit(self, ident: bytes, msg) -> None:
-        w = self.workers.get(ident)
-        if w is not None and 0 < msg["n"] <= 64:
-            w.credits += msg["n"]
+        self.ledger.credit(ident, msg["n"])
 
     def _on_heartbeat(self, ident: bytes, msg) -> None:
         pass
 
     def _on_done(self, ident: bytes, msg) -> None:
-        w = self.workers.get(ident)
-        req = self.open.get(msg["id"])
-        if w is not None and msg["id"] in w.rendering:
-            # the credit comes back now (the trainer's "delivered" may even have come first); the
-            # request stays in w.open until the trainer has it, so a worker that dies with the
-            # batch still in its send queue gets it re-issued
-            w.rendering.discard(msg["id"])
-            w.credits += 1
-            w.rendered += 1
-        if req is not None and req.worker == ident:
-            req.rendered_at = time.monotonic()
-            self.consecutive_failures = 0
+        self.ledger.done(ident, msg["id"], time.monotonic())
 
     def _on_failed(self, ident: bytes, msg) -> None:
-        w = self.workers.get(ident)
-        req = self.open.pop(msg["id"], None)
-        if w is not None and msg["id"] in w.rendering:
-            w.rendering.discard(msg["id"])
-            w.open.discard(msg["id"])
-            w.credits += 1
+        req = self.ledger.failed_render(ident, msg["id"])
         if req is not None:
-            # a request that cannot be rendered is not retried (it would fail again); its
-            # samples go back to the budget so the run still sees budget.samples
-            self.failed += 1
-            self.consecutive_failures += 1
-            self.issued_samples -= len(req.seeds)
+            w = self.workers.get(ident)
             log.warning("controller: request %d failed on %s: %s", req.id, w.name if w else "?", msg["error"])
 
-    def _requeue(self, w: WorkerState) -> None:
-        for rid in sorted(w.open):
-            if rid in self.open:
-                self.reissue.append(rid)
-        w.open.clear()
-        w.rendering.clear()
-
     def _check_liveness(self, now: float) -> None:
-        dead_after = self.cfg.controller.dead_after_s
-        for ident, w in list(self.workers.items()):
-            if now - w.last_seen > dead_after:
-                log.warning("controller: worker %s silent for %.1f s; re-issuing its %d open requests",
-                            w.name, now - w.last_seen, len(w.open))
-                self._requeue(w)
-                del self.workers[ident]
-        # rendered but never delivered (e.g. the worker died with the batch in its send queue)
-        redeliver = self.cfg.controller.redeliver_after_s
-        queued = set(self.reissue)
-        for rid, req in self.open.items():
-            if req.rendered_at is not None and now - req.rendered_at > redeliver and rid not in queued:
-                req.rendered_at = None
-                self.reissue.append(rid)
+        cc = self.cfg.controller
+        for name, n in self.ledger.check_liveness(now, cc.dead_after_s, cc.redeliver_after_s):
+            log.warning("controller: worker %s silent for over %.1f s; re-issuing its %d open requests",
+                        name, cc.dead_after_s, n)
 
     def _dispatch(self, now: float) -> None:
-        cc = self.cfg.controller
-        # bound what is issued but not yet delivered: keeps the policy's feedback fresh and the
-        # queues short (credits alone bound each worker, not the trainer's backlog)
-        max_open = cc.max_open or (cc.credits * max(1, len(self.workers)) + 4)
-        for ident, w in self.workers.items():
-            while w.welcomed and w.credits > 0:
-                if self.reissue:
-                    req = self.open.get(self.reissue.popleft())
-                    if req is None:
-                        continue  # delivered meanwhile
-                    self.reissued += 1
-                elif self._remaining() > 0 and len(self.open) < max_open:
-                    req = self._new_request()
-                else:
-                    return
-                self._issue(ident, w, req, now)
+        for ident, req in self.ledger.dispatch(now, self._make_request):
+            if req.issues == 1:
+                rec = {"id": req.id, "family": self.cfg.scene.name, "n": req.n, "seed": req.seed,
+                       "action": req.action, "worker": self.workers[ident].name, "step": req.step}
+                if self.ledger.world > 1:
+                    rec["rank"] = req.rank
+                self.plog.append(rec)
+            pfields, parrays = protocol.pack_params(req.params)
+            if not self._send(ident, "request", {"id": req.id, "family": self.cfg.scene.name, "n": req.n,
+                                                 "rank": req.rank, **pfields}, {"seeds": req.seeds, **parrays}):
+                self.ledger.unsent(ident, req)
 
-    def _share(self, rank: int) -> int:
-        """Samples for ``rank``: equal shares (ranks of a DDP job must take the same number of
-        steps); a remainder of budget % world samples is not generated."""
-        return self.cfg.budget.samples // self.world
-
-    def _remaining(self) -> int:
-        return sum(self._share(r) - self.rank_issued[r] for r in range(self.world))
-
-    def _new_request(self) -> Request:
-        # the rank furthest behind its share gets the next request (one rank: all of them)
-        rank = min(range(self.world), key=lambda r: (self.rank_issued[r] - self._share(r), r))
-        n = min(self.cfg.controller.request_size, self._share(rank) - self.rank_issued[rank])
-        self.rank_issued[rank] += n
-        rid = self.next_id
-        self.next_id += 1
+    def _make_request(self, rid: int, rank: int, n: int) -> Request:
         action = self.policy.act()
         seed = request_seed(self.cfg.seed, rid)
         params, seeds = self.space.sample(action, seed, n)
-        req = Request(rid, seed, action, params, seeds, step=rid, rank=rank)
-        self.open[rid] = req
-        self.issued_samples += n
-        return req
-
-    def _issue(self, ident: bytes, w: WorkerState, req: Request, now: float) -> None:
-        if req.issues == 0:
-            rec = {"id": req.id, "family": self.cfg.scene.name, "n": len(req.seeds), "seed": req.seed,
-                   "action": req.action, "worker": w.name, "step": req.step}
-            if self.world > 1:
-                rec["rank"] = req.rank
-            self.plog.append(rec)
-        req.issues += 1
-        req.worker, req.issued_at, req.rendered_at = ident, now, None
-        pfields, parrays = protocol.pack_params(req.params)
-        ok = self._send(ident, "request", {"id": req.id, "family": self.cfg.scene.name, "n": len(req.seeds),
-                                           "rank": req.rank, **pfields}, {"seeds": req.seeds, **parrays})
-        w.credits -= 1
-        if ok:
-            w.open.add(req.id)
-            w.rendering.add(req.id)
-        else:
-            self.reissue.appendleft(req.id)
+        return Request(rid, seed, action, params, seeds, step=rid, rank=rank)
 
     # -- trainer ---------------------------------------------------------------------------------
     def _on_trainer(self, ident: bytes, msg) -> None:
-        rank, world = msg.fields.get("rank", 0), msg.fields.get("world", 1)
-        if not (isinstance(rank, int) and isinstance(world, int) and 0 <= rank < world <= 1024) or (
-                self.ranks and world != self.world):
+        rank, world = msg["rank"], msg["world"]
+        if not 0 <= rank < world <= 1024 or (self.ranks and world != self.ledger.world):
             self.rejects["bad_rank"] += 1
             log.warning("controller: trainer registration with rank %r of %r refused (world is %d)", rank, world,
-                        self.world)
+                        self.ledger.world)
             return
-        if world != self.world:
-            self.world, self.rank_issued = world, [0] * world
+        self.ledger.set_world(world)
         self.ranks[rank] = (ident, msg["pull"])
         self.trainer_seen = time.monotonic()
         if rank == 0:
             self.trainer = ident
-        if self.policy.needs_realism and not msg.fields.get("realism"):
-            log.warning("controller: policy %s needs feature distances the trainer does not send", self.policy.name)
         log.info("controller: trainer rank %d/%d registered, data to %s", rank, world, msg["pull"])
-        fam = families.load(self.cfg.scene.name)
+        # what the trainer must know and compute: it reads none of it from config or policy code
+        fam = self.family
         self._send(ident, "info", {"family": self.cfg.scene.name, "space": self.space.to_mapping(),
-                                   "num_classes": fam.NUM_CLASSES})
-        if len(self.ranks) < self.world:
+                                   "num_classes": fam.NUM_CLASSES, "image_shape": list(fam.IMAGE_SHAPE),
+                                   "label_param": fam.LABEL_PARAM, "realism": self.policy.needs_realism})
+        if len(self.ranks) < self.ledger.world:
             return  # workers are welcomed once every rank can receive
         self.trainer_pull = self.ranks[0][1]
         for w in self.workers.values():
@@ -390,31 +279,17 @@ class Controller:
         self._welcome_waiting()
 
     def _on_delivered(self, ident: bytes, msg) -> None:
-        req = self.open.pop(msg["id"], None)
+        req = self.ledger.deliver(msg["id"])
         if req is None:
             return  # a duplicate, or a request of an earlier controller
-        w = self.workers.get(req.worker)
-        if w is not None:
-            w.open.discard(req.id)
-        self.delivered += 1
-        self.delivered_samples += len(req.seeds)
-        self.awaiting_losses[req.id] = (req.action, req.params)
-        while len(self.awaiting_losses) > 256:  # a trainer that never reports losses costs bounded memory
-            self.awaiting_losses.pop(next(iter(self.awaiting_losses)))
-
-    def _on_losses(self, ident: bytes, msg) -> None:
-        entry = self.awaiting_losses.pop(msg["id"], None)
-        if entry is None:
-            return
-        action, params = entry
-        n = len(next(iter(params.values())))
-        losses, realism = msg.arrays["losses"], msg.arrays.get("realism")
-        if losses.dtype != np.float32 or losses.shape != (n,) or not np.all(np.isfinite(losses)):
+        losses, realism = msg.arrays.get("losses"), msg.arrays.get("realism")
+        if losses is None:
+            return  # consumed without feedback (e.g. a user's loop that reports no losses)
+        # dtypes and lengths are the wire format's; what only this side knows is the request's size
+        if msg["samples"] != req.n or not np.all(np.isfinite(losses)):
             self.rejects["bad_losses"] += 1
             return
-        if realism is not None and (realism.dtype != np.float32 or realism.shape != (n,)):
-            realism = None
-        self.policy.observe(action, params, losses, realism)
+        self.policy.observe(req.action, req.params, losses, realism)
 
     def _on_metrics(self, ident: bytes, msg) -> None:
         self.policy.observe_validation(msg["metrics"])
@@ -422,13 +297,11 @@ class Controller:
     def _on_finished(self, ident: bytes, msg) -> None:
         ranks = [r for r, (t, _) in self.ranks.items() if t == ident] or [0]
         self.finished_ranks.update(ranks)
-        self.finished = len(self.finished_ranks) >= self.world
+        self.finished = len(self.finished_ranks) >= self.ledger.world
 
     def _metrics(self) -> dict:
-        return {"ctrl/requests": self.next_id, "ctrl/delivered": self.delivered,
-                "ctrl/delivered_samples": self.delivered_samples, "ctrl/open": len(self.open),
-                "ctrl/reissued": self.reissued, "ctrl/failed": self.failed, "ctrl/workers": len(self.workers),
-                "ctrl/rejected": self.rejects.total, "time": time.time(), **self.policy.summary()}
+        return {**self.ledger.summary(), "ctrl/rejected": self.rejects.total, "time": time.time(),
+                **self.policy.summary()}
 
 
 def _bind(sock: zmq.Socket, endpoint: str) -> str:
@@ -439,7 +312,7 @@ def _bind(sock: zmq.Socket, endpoint: str) -> str:
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as e:
-        raise config_mod.ConfigError(f"controller.bind: cannot bind {endpoint}: {e}") from None
+        raise ConfigError(f"controller.bind: cannot bind {endpoint}: {e}") from None
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
@@ -456,7 +329,7 @@ def main() -> None:
     ready = Path(extra["ready"]) if "ready" in extra else Path(cfg.run_dir) / "endpoints.json"
     try:
         code = run(cfg, ready_file=ready)
-    except (config_mod.ConfigError, families.UnknownFamily, ValueError) as e:
+    except (ConfigError, families.UnknownFamily, ValueError) as e:
         log.error("%s", e)
         code = 2
     except KeyboardInterrupt:

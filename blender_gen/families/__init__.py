@@ -25,15 +25,15 @@ class UnknownFamily(LookupError):
     pass
 
 
-def batch_labels(params, seeds, num_classes: int):
+def batch_labels(params, seeds, num_classes: int, label_param: str):
     """The checks every family's render starts with: (seeds uint64 [B], labels int64 [B])."""
     import numpy as np
 
     seeds = np.asarray(seeds, dtype=np.uint64).reshape(-1)
     n = seeds.shape[0]
-    label = np.asarray(params["label"], dtype=np.int64)
+    label = np.asarray(params[label_param], dtype=np.int64)
     if label.shape != (n,) or np.any((label < 0) | (label >= num_classes)):
-        raise ValueError(f"label must be an int array of shape ({n},) in [0, {num_classes - 1}]")
+        raise ValueError(f"{label_param} must be an int array of shape ({n},) in [0, {num_classes - 1}]")
     return seeds, label
 
 

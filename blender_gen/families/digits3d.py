@@ -49,7 +49,7 @@ def strokes(params: dict, seeds: np.ndarray) -> list[list[np.ndarray]]:
     """Per sample: a list of strokes, each [M, 2] in the digit's plane (x right, y up), digit
     height 1 centred at 0, after style variant, jitter, slant and aspect."""
     B = len(seeds)
-    label = np.asarray(params["label"], np.int64)
+    label = np.asarray(params[LABEL_PARAM], np.int64)
     variant = np.clip(np.asarray(params["variant"], np.float64), 0.0, 1.0 - 1e-9)
     tpl = _FIRST[label] + np.minimum((variant * _COUNT[label]).astype(np.int64), _COUNT[label] - 1)
     jit = rng.normal(seeds, "jitter", 2 * _C).reshape(B, _C, 2).astype(np.float64)
@@ -238,7 +238,7 @@ def _build(opts: dict) -> "_Scene":
 
 def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     global _scene
-    seeds, label = batch_labels(params, seeds, NUM_CLASSES)
+    seeds, label = batch_labels(params, seeds, NUM_CLASSES, LABEL_PARAM)
     if len(seeds) == 0:
         return np.zeros((0,) + IMAGE_SHAPE, np.uint8), label.copy()
     if _scene is None:

@@ -677,7 +677,7 @@ def _col(params: dict, name: str, idx=None) -> np.ndarray:
 
 def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Render a batch: params name -> array [B], seeds uint64 [B] -> (uint8 [B,28,28], int64 [B])."""
-    seeds, label = batch_labels(params, seeds, NUM_CLASSES)
+    seeds, label = batch_labels(params, seeds, NUM_CLASSES, LABEL_PARAM)
     B = seeds.shape[0]
     if B == 0:
         return np.zeros((0,) + IMAGE_SHAPE, np.uint8), label.copy()

@@ -333,7 +333,7 @@ def _col(params: dict, name: str) -> np.ndarray:
 
 def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Render a batch: params name -> array [B], seeds uint64 [B] -> (uint8 [B,28,28], int64 [B])."""
-    seeds, label = batch_labels(params, seeds, NUM_CLASSES)
+    seeds, label = batch_labels(params, seeds, NUM_CLASSES, LABEL_PARAM)
     B = seeds.shape[0]
     if B == 0:
         return np.zeros((0,) + IMAGE_SHAPE, np.uint8), label.copy()
@@ -344,7 +344,7 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
 def _pen(params: dict, seeds: np.ndarray):
     """Pen points in output pixels: x, y, splat std σ, path length per point, gain g, template."""
     B = seeds.shape[0]
-    label = np.asarray(params["label"], dtype=np.int64)
+    label = np.asarray(params[LABEL_PARAM], dtype=np.int64)
 
     # -- skeleton: pick the style variant, jitter its control points, sample the pen path ----
     variant = np.clip(np.asarray(params["variant"], np.float64), 0.0, 1.0 - 1e-9)

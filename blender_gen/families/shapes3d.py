@@ -408,7 +408,7 @@ class _Scene:
 
         n = len(seeds)
         f = {k: np.asarray(v, np.float64) for k, v in p.items()}
-        label = np.asarray(p["label"], np.int64)
+        label = np.asarray(p[LABEL_PARAM], np.int64)
         u = rng.uniform(seeds, "shapes3d:scene", 9).astype(np.float64)
         sun_rot = grid.sun_rotation(f["light_azimuth"], f["light_elevation"])
         sun_rgb = grid.light_colour(f["light_warmth"])
@@ -532,7 +532,7 @@ def _build(opts: dict) -> "_Scene":
 
 def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     global _scene
-    seeds, label = batch_labels(params, seeds, NUM_CLASSES)
+    seeds, label = batch_labels(params, seeds, NUM_CLASSES, LABEL_PARAM)
     if len(seeds) == 0:
         return np.zeros((0,) + IMAGE_SHAPE, np.uint8), label.copy()
     if _scene is None or not _scene.alive():

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import fields
-from typing import Any, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, List, Mapping, Optional
 
 import numpy as np
 
@@ -117,7 +117,17 @@ class Policy:
 
 
 
-CONTEXT_KEYS = ("params", "num_classes", "budget_requests")  # options the controller itself supplies
+@dataclass(frozen=True)
+class PolicyArgs:
+    """What every learning policy takes: which parameters it steers and its exploration floor."""
+
+    params: Optional[List[str]] = None
+    """parameters to steer (default: every parameter of the scene)"""
+    floor: float = 0.5
+    """probability mass spread uniformly over bins (exploration floor)"""
+
+
+CONTEXT_KEYS = ("params", "num_classes", "budget_requests", "label_param")  # options the controller itself supplies
 
 
 def args_from(cls, options: Mapping[str, Any], extra: tuple[str, ...] = CONTEXT_KEYS):
@@ -127,7 +137,12 @@ def args_from(cls, options: Mapping[str, Any], extra: tuple[str, ...] = CONTEXT_
     if unknown:
         raise ValueError(f"policy.options: unknown keys {sorted(unknown)}; allowed: {sorted(known | set(extra))}")
     default = cls()
-    return cls(**{k: type(getattr(default, k))(v) for k, v in options.items() if k in known})
+
+    def cast(k, v):
+        d = getattr(default, k)
+        return v if d is None or v is None else type(d)(v)
+
+    return cls(**{k: cast(k, v) for k, v in options.items() if k in known})
 
 
 class timed:
@@ -150,9 +165,23 @@ class timed:
         setattr(owner, name, wrapper)
 
 
-def make(name: str, space: ParamSpace, bins: int = 8, options: Mapping[str, Any] | None = None,
-         seed: int = 0) -> Policy:
+def _module(name: str):
     if name not in NAMES:
         raise ValueError(f"unknown policy '{name}'; available: {list(NAMES)}")
-    module = importlib.import_module(f"{__name__}.{name}")
-    return module.POLICY(space, bins=bins, options=options, seed=seed)
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def args_class(name: str):
+    """The policy's hyper-parameter dataclass (``policy.options``), or None if it has none."""
+    return getattr(_module(name), "ARGS", None)
+
+
+def needs_realism(name: str) -> bool:
+    """Whether the trainer must report feature distances to the real reward split for this policy
+    (the controller says so in its welcome to the trainer; the trainer imports no policy code)."""
+    return bool(getattr(_module(name).POLICY, "needs_realism", False))
+
+
+def make(name: str, space: ParamSpace, bins: int = 8, options: Mapping[str, Any] | None = None,
+         seed: int = 0) -> Policy:
+    return _module(name).POLICY(space, bins=bins, options=options, seed=seed)

@@ -15,21 +15,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.policies import Policy, RegionStats, args_from, timed, with_floor
+from controller.policies import Policy, PolicyArgs, RegionStats, args_from, timed, with_floor
 
 
-@dataclass
-class BanditArgs:
+@dataclass(frozen=True)
+class BanditArgs(PolicyArgs):
+    warmup_requests: int = 8
+    """requests observed before departing from uniform"""
     fast: float = 0.3
     """rate of the fast moving average of a bin's loss (per request that contains the bin)"""
     slow: float = 0.03
     """rate of the slow moving average"""
     temperature: float = 1.0
     """Boltzmann temperature on progress normalised by its mean magnitude across bins"""
-    floor: float = 0.5
-    """probability mass spread uniformly over bins (exploration floor)"""
-    warmup_requests: int = 8
-    """requests observed before the bandit departs from uniform"""
 
 
 class Bandit(Policy):
@@ -66,4 +64,5 @@ class Bandit(Policy):
         return {n: self._dist(n) for n in self.stats.names}
 
 
+ARGS = BanditArgs
 POLICY = Bandit

@@ -17,19 +17,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.policies import Policy, RegionStats, args_from, timed, with_floor
+from controller.policies import Policy, PolicyArgs, RegionStats, args_from, timed, with_floor
 
 
-@dataclass
-class MatchArgs:
+@dataclass(frozen=True)
+class MatchArgs(PolicyArgs):
+    warmup_requests: int = 8
+    """requests observed before departing from uniform"""
     rate: float = 0.05
     """moving-average rate of a bin's mean feature distance"""
     temperature: float = 1.0
     """Boltzmann temperature on distances normalised by their spread across bins"""
-    floor: float = 0.5
-    """probability mass spread uniformly over bins (exploration floor)"""
-    warmup_requests: int = 8
-    """requests observed before departing from uniform"""
 
 
 class Match(Policy):
@@ -39,7 +37,7 @@ class Match(Policy):
     def __init__(self, space, bins=8, options=None, seed=0):
         super().__init__(space, bins, options, seed)
         self.args = args_from(MatchArgs, self.options)
-        steer = self.options.get("params") or [p.name for p in space if p.name != "label"]
+        steer = self.options.get("params") or [p.name for p in space if p.name != self.options.get("label_param", "label")]
         # the label is left uniform: matching per-class feature means would trade classes for realism
         self.stats = RegionStats(space, bins, list(steer), self.args.rate, self.args.rate)
         self.observed = 0
@@ -70,4 +68,5 @@ class Match(Policy):
         return {n: self._dist(n) for n in self.stats.names}
 
 
+ARGS = MatchArgs
 POLICY = Match

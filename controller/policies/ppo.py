@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from controller.policies import Policy, RegionStats, args_from, timed, with_floor
+from controller.policies import Policy, PolicyArgs, RegionStats, args_from, timed, with_floor
 
 
-@dataclass
-class PPOArgs:
+@dataclass(frozen=True)
+class PPOArgs(PolicyArgs):
     window: int = 4
     """requests generated from one sub-policy before the next decision"""
     rollout: int = 16
@@ -52,7 +52,9 @@ class PPOArgs:
     """rewards are progress normalised by its running mean magnitude, times this"""
 
 
-class Controller(nn.Module):
+class PolicyNet(nn.Module):
+    """The controller network: state -> one categorical head per steered parameter, and a value."""
+
     def __init__(self, state_dim: int, head_sizes: list[int], hidden: int):
         super().__init__()
         self.body = nn.Sequential(nn.Linear(state_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
@@ -83,7 +85,7 @@ class PPO(Policy):
         state_dim = self.num_classes + sum(self.heads) + 1
         torch.manual_seed(seed)
         self.gen = torch.Generator().manual_seed(seed)
-        self.net = Controller(state_dim, self.heads, a.hidden)
+        self.net = PolicyNet(state_dim, self.heads, a.hidden)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=a.lr)
         self.class_acc = np.zeros(self.num_classes, dtype=np.float32)
         self.requests = 0
@@ -187,4 +189,5 @@ class PPO(Policy):
         return {**super().summary(), **self.last_loss, "policy/updates": self.updates}
 
 
+ARGS = PPOArgs
 POLICY = PPO

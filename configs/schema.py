@@ -1,0 +1,133 @@
+"""The run's schema: every setting of a run, typed and frozen. Hydra composes YAML into these.
+
+This module is the ground floor: it imports nothing of otfgen, and everything else reads a
+``RunConfig`` instead of a DictConfig. Facts about a scene family (image shape, class count,
+which parameter is the label) are not here: the family module owns them.
+
+The dataclasses are frozen so that no part of a run can change what another part was told;
+``dataclasses.replace`` makes a changed copy where one is needed (e.g. the run directory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Dict, Optional
+
+MISSING = "???"  # OmegaConf's marker for a value that must be given
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run: says which key and what is allowed."""
+
+
+# the keys of one entry of scene.params (checked against the family's declaration in
+# controller.server.scene_space): kind (float | int | choice), low/high or choices, default, doc
+PARAM_KEYS = ("kind", "low", "high", "choices", "default", "doc")
+
+
+@dataclass(frozen=True)
+class SceneCfg:
+    name: str = MISSING
+    # plain mappings, not a frozen dataclass each: OmegaConf would make every entry read-only
+    # while Hydra still merges overrides into it
+    params: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # how the family renders, not per sample (Blender families: device, samples, grid …); sent to
+    # every worker in its welcome, so remote workers render like local ones
+    render: Dict[str, Any] = field(default_factory=dict)
+    # what to validate on when trainer.val_data is not given: a path, "sklearn-digits", or
+    # "stream" (the first trainer.val_stream_samples generated samples, held out from training)
+    val_data: Optional[str] = None
+    # the blur (std, pixels) this family's images suggest for the CNN's input (model.input_blur
+    # overrides it); null = none
+    input_blur: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class PolicyCfg:
+    """``options`` is the policy's own ``Args`` dataclass once a policy config is composed (each
+    policy registers ``PolicyCfg`` with its ``Args`` as the schema of ``configs/policy/<name>.yaml``)."""
+
+    name: str = "uniform"
+    bins: int = 8
+    options: Any = field(default_factory=dict)
+
+    def options_dict(self) -> dict[str, Any]:
+        o = self.options
+        return {f.name: getattr(o, f.name) for f in fields(o)} if is_dataclass(o) else dict(o or {})
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    name: str = "cnn"
+    width: int = 32
+    dropout: float = 0.3
+    hidden: int = 128
+    # std in pixels of a fixed Gaussian blur of the input (0 = off); null = the scene's input_blur
+    input_blur: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class LauncherCfg:
+    workers: int = 2
+    max_restarts: int = 3
+    start_timeout_s: float = 60.0
+    progress: bool = True
+    # a Blender executable to run workers under (its bundled Python) instead of this Python's bpy
+    blender: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class BudgetCfg:
+    samples: int = 200_000
+
+
+@dataclass(frozen=True)
+class ControllerCfg:
+    bind: str = "tcp://127.0.0.1"  # a loopback or ipc:// endpoint; port chosen at random when absent
+    connect: Optional[str] = None  # where the trainer finds a controller started elsewhere
+    request_size: int = 256
+    credits: int = 2  # requests in flight per worker
+    heartbeat_s: float = 0.5
+    dead_after_s: float = 5.0  # a worker silent this long is gone; its requests are re-issued
+    redeliver_after_s: float = 300.0  # rendered, worker alive, never delivered: issue again (a safety net)
+    max_open: int = 0  # issued but undelivered requests at most; 0 = credits × workers + 4
+    keys: Optional[str] = None  # CurveZMQ keys directory (`otfgen keys DIR`); required beyond loopback
+
+
+@dataclass(frozen=True)
+class TrainerCfg:
+    batch_size: int = 128
+    bind: str = "tcp://127.0.0.1"  # where workers push batches; beyond loopback needs controller.keys
+    advertise: Optional[str] = None  # host workers use to reach bind (default: bind's host, or this host's name)
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    ranks: int = 1  # data-parallel trainer processes (torchrun, PyTorch DDP), each fed a disjoint share
+    val_data: Optional[str] = None  # .npz / IDX path; None = the scene's val_data, else scikit-learn's real 8×8 digits
+    val_stream_samples: int = 1024  # held out from the stream when validating on "stream"
+    val_every: int = 25_000  # samples between validations
+    data_timeout_s: float = 60.0
+    queue: int = 4  # decoded requests buffered ahead of the training step
+    # few-real mode: k real labelled images per class mixed into every minibatch
+    real_data: Optional[str] = None  # .npz / IDX path; its images not picked for training are validated on
+    real_per_class: int = 10
+    real_fraction: float = 0.25  # share of each minibatch drawn (with replacement) from the real images
+    log_every_s: float = 10.0
+    # share of the validation set kept for the policy's feedback (per-class accuracy, real features);
+    # val/... figures are then reported on the remaining part only
+    reward_split: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    workers: Optional[int] = None  # shorthand for launcher.workers (`otfgen scene=digits3d workers=4`)
+    run_dir: Optional[str] = None  # the launcher sets Hydra's output dir; else outputs/<date>/<time>
+    scene: SceneCfg = field(default_factory=SceneCfg)
+    policy: PolicyCfg = field(default_factory=PolicyCfg)
+    model: ModelCfg = field(default_factory=ModelCfg)
+    launcher: LauncherCfg = field(default_factory=LauncherCfg)
+    budget: BudgetCfg = field(default_factory=BudgetCfg)
+    controller: ControllerCfg = field(default_factory=ControllerCfg)
+    trainer: TrainerCfg = field(default_factory=TrainerCfg)

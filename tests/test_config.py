@@ -1,0 +1,75 @@
+"""The run's configuration: Hydra overrides into frozen dataclasses, every typo named in one line."""
+
+import dataclasses
+
+import pytest
+
+from configs.schema import RunConfig
+from controller import config
+from controller.config import ConfigError, compose
+
+
+def test_policy_options_override_without_plus():
+    cfg = compose(["policy=bandit", "policy.options.floor=0.3"])
+    assert cfg.policy.name == "bandit" and cfg.policy.options.floor == 0.3
+    assert cfg.policy.options_dict()["fast"] == 0.3  # the Args default, from its dataclass
+    cfg = compose(["policy=ppo", "policy.options.params=[slant,label]"])
+    assert cfg.policy.options.params == ["slant", "label"]
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["trainer.lrr=1"], "trainer.lrr"),
+    (["+trainer.lrr=1"], "trainer.lrr"),
+    (["+foo=1"], "foo"),
+    (["+scene.params.slant.hgh=1"], "scene.params.slant"),
+    (["policy=bandit", "policy.options.flor=1"], "policy.options.flor"),
+    (["policy=bandit", "+policy.options.flor=1"], "policy.options.flor"),
+    (["+policy.options.floor=1"], "policy.options.floor"),  # uniform takes no options
+])
+def test_unknown_keys_are_refused_with_their_name(overrides, key):
+    with pytest.raises(ConfigError) as e:
+        config.check(compose(overrides))
+    assert key in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["policy=nope"], "policy=nope: no such config; available: bandit, match, ppo, uniform"),
+    (["trainer.lr=abc"], "trainer.lr=abc"),
+    (["policy=bandit", "policy.options.floor=abc"], "policy.options.floor=abc"),
+])
+def test_hydra_errors_are_one_line(overrides, needle):
+    with pytest.raises(ConfigError) as e:
+        compose(overrides)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_config_is_frozen_and_copies_are_explicit(tmp_path):
+    cfg = compose(["workers=3"])
+    assert cfg.launcher.workers == 3 and cfg.workers is None  # the shorthand is resolved once
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.run_dir = "x"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.trainer.lr = 1.0
+    moved = config.with_run_dir(cfg, tmp_path)
+    assert moved.run_dir == str(tmp_path) and cfg.run_dir is None
+
+
+def test_saved_config_loads_back_equal(tmp_path):
+    cfg = config.with_run_dir(compose(["policy=bandit", "policy.options.floor=0.2", "scene=fashion2d"]), tmp_path)
+    config.save(cfg, tmp_path / "config.json")
+    assert config.load(tmp_path / "config.json") == cfg
+
+
+def test_missing_cuda_device_is_a_startup_error():
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ConfigError, match=f"trainer.device=cuda:{n + 3}"):
+        config.check(compose([f"trainer.device=cuda:{n + 3}"]))
+    with pytest.raises(ConfigError, match="expected auto, cpu, cuda"):
+        config.check(compose(["trainer.device=tpu"]))
+
+
+def test_family_facts_are_not_in_the_scene_config():
+    names = {f.name for f in dataclasses.fields(RunConfig().scene)}
+    assert not names & {"image_shape", "num_classes", "label_param"}
