@@ -62,19 +62,19 @@ SCHEMA: dict[str, tuple[dict[str, tuple], frozenset[str]]] = {
     "batch": ({"id": _INT, "worker": _STR, "family": _STR, "ms": _NUM}, frozenset({"images", "labels"})),
     # trainer -> controller
     "trainer": ({"pull": _STR, "rank": _INT, "world": _INT}, frozenset()),
-    # one per request the trainer consumed, with its per-sample losses (and feature distances to
-    # the real reward split, when the controller asked for them) if the loop reported them
+    # one per request the trainer consumed, with its per-sample losses (and the per-sample signal
+    # the controller's info asked for, measured against the real reward split) if the loop reported them
     "delivered": ({"id": _INT, "samples": _INT}, frozenset()),
     "metrics": ({"metrics": _DICT}, frozenset()),
     "finished": ({"samples": _INT}, frozenset()),
     # controller -> trainer: everything the trainer must know about the run's family and policy
     "info": ({"family": _STR, "space": _DICT, "num_classes": _INT, "image_shape": _LIST, "label_param": _STR,
-              "realism": _BOOL}, frozenset()),
+              "signal": _STR}, frozenset()),
 }
 ARRAYS: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {
     "request": {"seeds": ("uint64", (1,)), "params": ("float64", (2,))},
     "batch": {"images": ("uint8", (3, 4)), "labels": ("int64", (1,))},
-    "delivered": {"losses": ("float32", (1,)), "realism": ("float32", (1,))},
+    "delivered": {"losses": ("float32", (1,)), "signal": ("float32", (1,))},
 }
 
 
@@ -105,14 +105,19 @@ def _check_trainer(f, a):
 
 
 def _check_delivered(f, a):
-    for name in ("losses", "realism"):
+    for name in ("losses", "signal"):
         if name in a and a[name].shape != (f["samples"],):
             raise ProtocolError("bad_array", f"delivered: {name} {list(a[name].shape)} for {f['samples']} samples")
-    if "realism" in a and "losses" not in a:
-        raise ProtocolError("missing_array", "delivered: realism without losses")
+    if "signal" in a and "losses" not in a:
+        raise ProtocolError("missing_array", "delivered: signal without losses")
+
+
+SIGNALS = ("none", "feature_distance", "grad_alignment")  # what a policy may ask the trainer to compute
 
 
 def _check_info(f, a):
+    if f["signal"] not in SIGNALS:
+        raise ProtocolError("bad_field", f"info: signal {str(f['signal'])[:40]!r} not one of {list(SIGNALS)}")
     shape = f["image_shape"]
     if not 2 <= len(shape) <= 3 or not all(type(s) is int and 0 < s <= 65536 for s in shape):
         raise ProtocolError("bad_field", f"info: image_shape {str(shape)[:40]} is not 2 or 3 positive sizes")
@@ -310,7 +315,7 @@ def example(kind: str, n: int = 4) -> tuple[dict[str, Any], dict[str, np.ndarray
     fields: dict[str, Any] = {k: values[t] for k, t in required.items()}
     specific = {"request": {"n": n, "rank": 0}, "welcome": {"push": ["tcp://127.0.0.1:5556"]},
                 "trainer": {"rank": 0, "world": 1}, "delivered": {"samples": n},
-                "info": {"num_classes": 10, "image_shape": [28, 28]}}
+                "info": {"num_classes": 10, "image_shape": [28, 28], "signal": "none"}}
     fields.update(specific.get(kind, {}))
     arrays: dict[str, np.ndarray] = {}
     if kind == "request":

@@ -3,7 +3,10 @@
 The space is data (``configs/scene/<family>.yaml``): each parameter is a float range, an int
 range or a choice, with a default and a one-line doc. A policy's *action* is, per parameter, a
 list of non-negative weights over equal-width bins of its range (or over its choices); a
-parameter the action leaves out is drawn uniformly. Drawing (this module) and rendering (the
+parameter the action leaves out is drawn uniformly. An action may also make a parameter's
+bins depend on a discrete one: ``"thickness|label": [[w, ...] per label value]`` draws each
+sample's thickness bin from the row of its own label (joint regions such as "thin strokes for
+1s, thick for 0s" cannot be written per parameter). Drawing (this module) and rendering (the
 family) are separate steps, and drawing is a pure function of (action, request seed), so the
 parameter log only needs those two to regenerate every sample.
 """
@@ -142,6 +145,9 @@ class ParamSpace:
         for name, w in (action or {}).items():
             if name.startswith("_"):
                 continue  # metadata a policy keeps with its action (e.g. a decision id)
+            if "|" in name:
+                out[name] = self._check_conditional(name, w)
+                continue
             p = self[name]
             w = np.asarray(w, dtype=np.float64).reshape(-1)
             if w.size < 1 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
@@ -153,6 +159,21 @@ class ParamSpace:
             out[name] = w / w.sum()
         return out
 
+    def _check_conditional(self, key: str, w) -> np.ndarray:
+        name, _, given = key.partition("|")
+        p, g = self[name], self[given]
+        if g.kind == "float" or name == given:
+            raise SpaceError(f"action for '{key}': '{given}' must be another int or choice parameter")
+        w = np.asarray(w, dtype=np.float64)
+        k = len(p.choices) if p.kind == "choice" else None
+        if (w.ndim != 2 or w.shape[0] != g.n_options or (k is not None and w.shape[1] != k)
+                or (p.kind == "int" and w.shape[1] > p.n_options) or w.shape[1] < 1):
+            raise SpaceError(f"action for '{key}': need one row of bin weights per value of '{given}' "
+                             f"({g.n_options} rows), got shape {list(w.shape)}")
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or np.any(w.sum(1) <= 0):
+            raise SpaceError(f"action for '{key}': weights must be finite, >= 0, no row all zero")
+        return w / w.sum(1, keepdims=True)
+
     def sample(self, action: Mapping[str, Any] | None, seed: int, n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Draw ``n`` samples: (params name -> array [n], per-sample seeds uint64 [n]).
 
@@ -160,17 +181,25 @@ class ParamSpace:
         (seed, i); this is the one function the controller and ``replay`` both call.
         """
         probs = self.check_action(action or {})
+        given = {k.partition("|")[0]: (k.partition("|")[2], w) for k, w in probs.items() if "|" in k}
         seeds = rng.derive_seeds(seed, n)
         params = {}
-        for p in self:
+        # parameters a conditional row depends on are drawn first (each has its own RNG stream,
+        # so the order changes no value)
+        order = sorted(self, key=lambda p: p.name in given)
+        for p in order:
             u = rng.uniform(seeds, "param:" + p.name, 2).astype(np.float64)
             pr = probs.get(p.name)
+            if p.name in given:
+                g, rows = given[p.name]
+                gv = params[g] - (self[g].low if self[g].kind == "int" else 0)
+                pr = rows[gv]  # [n, k]: each sample's row
             if p.kind == "choice":
                 k = len(p.choices)
                 pr = pr if pr is not None else np.full(k, 1.0 / k)
                 params[p.name] = _pick_bin(pr, u[:, 0])
                 continue
-            k = pr.size if pr is not None else 1
+            k = pr.shape[-1] if pr is not None else 1
             b = _pick_bin(pr, u[:, 0]) if pr is not None else np.zeros(n, dtype=np.int64)
             t = (b + u[:, 1]) / k  # position in [0, 1) inside the chosen bin
             if p.kind == "int":
@@ -218,7 +247,11 @@ class ParamSpace:
 
 
 def _pick_bin(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Inverse-CDF choice of a bin per uniform draw."""
+    """Inverse-CDF choice of a bin per uniform draw; ``probs`` [k], or [n, k] (a row per draw)."""
+    if probs.ndim == 2:
+        cdf = np.cumsum(probs, axis=1)
+        cdf[:, -1] = 1.0
+        return np.minimum((u[:, None] >= cdf).sum(1), probs.shape[1] - 1).astype(np.int64)
     cdf = np.cumsum(probs)
     cdf[-1] = 1.0
     return np.minimum(np.searchsorted(cdf, u, side="right"), probs.size - 1).astype(np.int64)

@@ -110,13 +110,17 @@ class TrainerCfg:
     data_timeout_s: float = 60.0
     queue: int = 4  # decoded requests buffered ahead of the training step
     # few-real mode: k real labelled images per class mixed into every minibatch
-    real_data: Optional[str] = None  # .npz / IDX path; its images not picked for training are validated on
+    # .npz / IDX path (its images not picked for training are validated on), or "reward": the
+    # reward split's images themselves (the real data a policy would see)
+    real_data: Optional[str] = None
     real_per_class: int = 10
     real_fraction: float = 0.25  # share of each minibatch drawn (with replacement) from the real images
     log_every_s: float = 10.0
     # share of the validation set kept for the policy's feedback (per-class accuracy, real features);
     # val/... figures are then reported on the remaining part only
     reward_split: float = 0.0
+    # training steps between refreshes of the reward split's mean gradient (policy=align's signal)
+    signal_every: int = 25
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,22 @@
-"""``otfgen-compare``: run several policies over several seeds with the same budget, then compare them.
+"""``otfgen-compare``: run several arms over the same seeds and budget, then compare them paired.
 
-    otfgen-compare policies=[uniform,bandit,ppo,match] seeds=3 budget.samples=60000 [otfgen overrides]
-                   [out=DIR] [workers=N] [thresholds=[90,95,97,98]] [report_only=true]
+    otfgen-compare policies=[uniform,bandit,align] seeds=5 budget.samples=40000 [otfgen overrides]
+                   [out=DIR] [workers=N] [seed_offset=K] [baseline=ARM] [headroom=[TUNED,WIDE]]
+                   [thresholds=[90,95,97,98]] [report_only=true]
 
-Each (policy, seed) is one ordinary ``otfgen`` run in ``<out>/<policy>/seed<s>``, one after the
-other (runs in parallel would compete for the same cores and distort the wall times compared).
-Their ``metrics.jsonl`` files are then read back and ``<out>`` gets ``results.md``,
-``results.json``, ``accuracy.png``, ``error_loglog.png`` and ``policy_distributions.png``.
+An arm is a policy name, or ``NAME:POLICY+OVERRIDE+...`` for a policy with overrides of its own,
+e.g. ``wide:uniform+scene=mnist2d_wide`` or ``fewreal:uniform+trainer.real_data=reward``. Each
+(arm, seed) is one ordinary ``otfgen`` run in ``<out>/<arm>/seed<s>``, one after the other (runs
+in parallel would compete for the same cores and distort the wall times compared), with seeds
+``seed_offset`` … ``seed_offset + seeds - 1``. Their ``metrics.jsonl`` files are then read back
+and ``<out>`` gets ``results.md``, ``results.json``, ``accuracy.png``, ``error_loglog.png`` and
+``policy_distributions.png``.
 
-The question asked (the issue's headline criterion): does a learning policy reach uniform's
-final accuracy with at most half the generated samples, or beat it by >= 1 point at the same
-budget — in both cases outside the seed spread, i.e. the policy's worst seed beats uniform's best.
+The question asked: is an arm better than the baseline on the same seeds? For each arm, the
+paired difference of final accuracy (arm − baseline, same seed) with its mean and a 95% t
+interval; a gain is claimed only where the interval excludes 0. With ``headroom=[TUNED,WIDE]``
+the table also says what share of the gap between uniform over the tuned ranges and uniform over
+the wide ones each arm closes.
 """
 
 from __future__ import annotations
@@ -42,6 +48,22 @@ class Args:
     thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
     report_only: bool = False
     overrides: list[str] = field(default_factory=list)  # passed through to every otfgen run
+    seed_offset: int = 0
+    baseline: str = BASELINE
+    headroom: list[str] = field(default_factory=list)  # [tuned arm, wide arm]
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed_offset, self.seed_offset + self.seeds))
+
+
+def arm_spec(arm: str) -> tuple[str, str, list[str]]:
+    """``NAME:POLICY+OVERRIDE+...`` or ``POLICY`` -> (name, policy, overrides)."""
+    name, sep, rest = arm.partition(":")
+    if not sep:
+        return arm, arm, []
+    policy, *overrides = rest.split("+")
+    return name, policy, overrides
 
 
 def _parse_list(value: str) -> list[str]:
@@ -68,6 +90,12 @@ def parse_args(argv: list[str]) -> Args:
             args.thresholds = [float(v) for v in _parse_list(value)]
         elif key == "report_only":
             args.report_only = value.lower() in ("1", "true", "yes")
+        elif key == "seed_offset":
+            args.seed_offset = int(value)
+        elif key == "baseline":
+            args.baseline = value
+        elif key == "headroom":
+            args.headroom = _parse_list(value)
         elif key == "workers":  # shorthand users expect; the launcher's key is longer
             args.overrides.append(f"launcher.workers={value}")
         elif key in ("policy", "seed", "hydra.run.dir"):
@@ -76,6 +104,18 @@ def parse_args(argv: list[str]) -> Args:
             args.overrides.append(a)
     if not args.policies or args.seeds < 1:
         raise SystemExit("otfgen-compare: need at least one policy and seeds >= 1")
+    names = [arm_spec(a)[0] for a in args.policies]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"otfgen-compare: arm names must be distinct, got {names}")
+    from controller.policies import NAMES
+
+    unknown = [arm_spec(a)[1] for a in args.policies if arm_spec(a)[1] not in NAMES]
+    if unknown:  # before any run starts, not after the first one fails
+        raise SystemExit(f"otfgen-compare: unknown policies {unknown}; available: {list(NAMES)}")
+    if args.baseline not in names and len(names) > 1:
+        raise SystemExit(f"otfgen-compare: baseline '{args.baseline}' is not one of the arms {names}")
+    if args.headroom and (len(args.headroom) != 2 or not set(args.headroom) <= set(names)):
+        raise SystemExit(f"otfgen-compare: headroom=[TUNED,WIDE] must name two arms of {names}")
     if args.out is None:
         args.out = Path(time.strftime("outputs/compare/%Y-%m-%d-%H-%M-%S"))
     args.out = args.out.resolve()
@@ -88,9 +128,11 @@ def run_dir(out: Path, policy: str, seed: int) -> Path:
     return out / policy / f"seed{seed}"
 
 
-def run_one(out: Path, policy: str, seed: int, overrides: list[str], tail_lines: int = 25) -> dict:
+def run_one(out: Path, arm: str, seed: int, overrides: list[str], tail_lines: int = 25) -> dict:
     """One ``otfgen`` run as a subprocess; returns (and stores beside its metrics) what happened."""
-    rdir = run_dir(out, policy, seed)
+    arm, policy, own = arm_spec(arm)
+    overrides = [*overrides, *own]
+    rdir = run_dir(out, arm, seed)
     rdir.mkdir(parents=True, exist_ok=True)
     # the trainer and controller append to metrics.jsonl: a stale one from an earlier attempt
     # would be mixed into this run's curve
@@ -110,12 +152,12 @@ def run_one(out: Path, policy: str, seed: int, overrides: list[str], tail_lines:
             proc.terminate()  # the launcher stops its own children on SIGTERM
             proc.wait()
             # its partial metrics must not be reported as a finished run
-            (rdir / RUN_RECORD).write_text(json.dumps({"policy": policy, "seed": seed, "ok": False,
+            (rdir / RUN_RECORD).write_text(json.dumps({"policy": arm, "seed": seed, "ok": False,
                                                        "interrupted": True}))
             raise
     wall = time.perf_counter() - t0
     text = "\n".join(tail)
-    record = {"policy": policy, "seed": seed, "returncode": code, "ok": code == 0, "wall_s": round(wall, 2),
+    record = {"policy": arm, "seed": seed, "returncode": code, "ok": code == 0, "wall_s": round(wall, 2),
               "config_error": code != 0 and ("Could not find" in text or "configuration error" in text),
               "argv": argv[1:]}
     (rdir / RUN_RECORD).write_text(json.dumps(record, indent=1))
@@ -127,17 +169,22 @@ def run_one(out: Path, policy: str, seed: int, overrides: list[str], tail_lines:
 def run_all(args: Args) -> None:
     total = len(args.policies) * args.seeds
     k = 0
-    for policy in args.policies:
+    for spec in args.policies:
+        policy = arm_spec(spec)[0]
         broken = None  # a config error fails every seed the same way; no need to wait for each
-        for seed in range(args.seeds):
+        for seed in args.seed_list:
             k += 1
             tag = f"[{k}/{total}] {policy} seed {seed}"
             if broken:
                 print(f"{tag}: skipped ({broken})", flush=True)
                 _write_skip(args.out, policy, seed, broken)
                 continue
+            done = run_dir(args.out, policy, seed) / RUN_RECORD
+            if done.exists() and json.loads(done.read_text()).get("ok") and read_run(args.out, policy, seed).ok:
+                print(f"{tag}: finished earlier, kept (delete {done.parent} to run it again)", flush=True)
+                continue  # a comparison interrupted or extended resumes instead of starting over
             print(f"{tag}: started", flush=True)
-            rec = run_one(args.out, policy, seed, args.overrides)
+            rec = run_one(args.out, spec, seed, args.overrides)
             if rec["ok"]:
                 acc = final_accuracy(load_metrics(run_dir(args.out, policy, seed) / "metrics.jsonl"))
                 acc_s = "—" if acc is None else f"{100 * acc:.2f}%"
@@ -334,14 +381,41 @@ def criterion(policy_runs: list[Run], base_runs: list[Run], base_row: dict) -> d
             "gain_points": gain, "worst_seed_final": min(finals), "uniform_best_final": base_best}
 
 
-def analyse(out: Path, policies: list[str], seeds: int, thresholds: list[float]) -> dict:
-    runs = {p: [read_run(out, p, s) for s in range(seeds)] for p in policies}
+def paired(arm_runs: list[Run], base_runs: list[Run]) -> dict | None:
+    """Final accuracy, arm − baseline on the same seeds (points): mean, sd, 95% t interval."""
+    from scipy import stats
+
+    base = {r.seed: r for r in base_runs if r.ok}
+    d = np.array([100 * (r.final_acc - base[r.seed].final_acc) for r in arm_runs if r.ok and r.seed in base])
+    if len(d) == 0:
+        return None
+    mean = float(d.mean())
+    if len(d) < 2:
+        return {"n": 1, "mean": mean, "sd": None, "lo": None, "hi": None, "claim": "one seed: no interval"}
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.975, len(d) - 1) * sd / np.sqrt(len(d)))
+    lo, hi = mean - half, mean + half
+    claim = "gain" if lo > 0 else "loss" if hi < 0 else "no difference shown"
+    return {"n": int(len(d)), "mean": mean, "sd": sd, "lo": lo, "hi": hi, "claim": claim,
+            "diffs": [float(x) for x in d]}
+
+
+def analyse(out: Path, policies: list[str], seeds: int | list[int], thresholds: list[float],
+            baseline: str = BASELINE, headroom: list[str] | None = None) -> dict:
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    runs = {p: [read_run(out, p, s) for s in seed_list] for p in policies}
     rows = {p: summarize(p, runs[p], thresholds) for p in policies}
-    base_row = rows.get(BASELINE)
+    base_row = rows.get(baseline)
     have_base = base_row is not None and base_row["runs_ok"] > 0
+    gap = paired(runs[headroom[0]], runs[headroom[1]]) if headroom else None
     for p in policies:
+        rows[p]["paired"] = paired(runs[p], runs[baseline]) if have_base and p != baseline else None
+        if gap is not None and gap["mean"] > 0 and p != headroom[1]:
+            vs_wide = paired(runs[p], runs[headroom[1]])
+            rows[p]["headroom_closed"] = None if vs_wide is None else vs_wide["mean"] / gap["mean"]
+            rows[p]["vs_wide"] = vs_wide
         if have_base:
-            crit = criterion(runs[p], runs[BASELINE], base_row) if p != BASELINE else {}
+            crit = criterion(runs[p], runs[baseline], base_row) if p != baseline else {}
             grid, mean, _, _ = mean_curve([r for r in runs[p] if r.ok])
             to = samples_to_reach(grid, mean, base_row["final_acc_mean"] / 100) if len(grid) else None
             rows[p]["samples_to_uniform_final"] = to
@@ -349,7 +423,8 @@ def analyse(out: Path, policies: list[str], seeds: int, thresholds: list[float])
             rows[p]["criterion"] = crit or None
         else:
             rows[p].update(samples_to_uniform_final=None, ratio_to_uniform_budget=None, criterion=None)
-    return {"out": str(out), "policies": policies, "seeds": seeds, "thresholds": thresholds,
+    return {"out": str(out), "policies": policies, "seeds": len(seed_list), "seed_list": seed_list,
+            "thresholds": thresholds, "baseline": baseline, "headroom": headroom, "headroom_gap": gap,
             "rows": [rows[p] for p in policies],
             "runs": [{"policy": r.policy, "seed": r.seed, "ok": r.ok, "final_acc": r.final_acc,
                       "samples": r.budget, "wall_s": r.wall_s} for p in policies for r in runs[p]],
@@ -370,12 +445,14 @@ def _fmt(v: float | None, spec: str, suffix: str = "") -> str:
 
 def markdown_table(result: dict) -> str:
     th = result["thresholds"]
-    head = (["policy", "runs ok", "final val acc (%)"] + [f"samples to {t:g}%" for t in th]
+    base = result.get("baseline", BASELINE)
+    head = (["arm", "runs ok", "final val acc (%)", f"paired Δ vs {base} (points, 95% CI)"]
+            + [f"samples to {t:g}%" for t in th]
             + ["samples to uniform final", "÷ uniform budget", "data wait", "wall time", "policy overhead"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in result["rows"]:
         acc = "—" if row["final_acc_mean"] is None else f"{row['final_acc_mean']:.2f} ± {row['final_acc_std']:.2f}"
-        cells = [row["policy"], f"{row['runs_ok']}/{row['runs']}", acc]
+        cells = [row["policy"], f"{row['runs_ok']}/{row['runs']}", acc, _fmt_paired(row.get("paired"))]
         cells += [_fmt_samples(row["samples_to"][f"{t:g}"]) for t in th]
         cells += [_fmt_samples(row["samples_to_uniform_final"]), _fmt(row["ratio_to_uniform_budget"], ".2f"),
                   _fmt(row["data_wait_pct"], ".1f", "%"), _fmt(row["wall_s"], ".0f", " s"),
@@ -384,10 +461,32 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _fmt_paired(p: dict | None) -> str:
+    if p is None:
+        return "—"
+    if p["lo"] is None:
+        return f"{p['mean']:+.2f} (1 seed)"
+    return f"{p['mean']:+.2f} [{p['lo']:+.2f}, {p['hi']:+.2f}] n={p['n']}: {p['claim']}"
+
+
 def verdict_lines(result: dict) -> list[str]:
     out = []
+    gap = result.get("headroom_gap")
+    if result.get("headroom"):
+        tuned, wide = result["headroom"]
+        out.append(f"headroom ({tuned} − {wide}, paired): {_fmt_paired(gap)}")
+        for row in result["rows"]:
+            if row.get("headroom_closed") is not None and row["policy"] not in (tuned, wide):
+                out.append(f"{row['policy']}: closes {100 * row['headroom_closed']:.0f}% of the headroom; vs {wide}: "
+                           f"{_fmt_paired(row['vs_wide'])}")
+    base = result.get("baseline", BASELINE)
     for row in result["rows"]:
-        if row["policy"] == BASELINE:
+        if row["policy"] == base:
+            continue
+        if row.get("paired"):
+            out.append(f"{row['policy']} − {base}: {_fmt_paired(row['paired'])}")
+    for row in result["rows"]:
+        if row["policy"] == base or base != BASELINE:
             continue
         c = row.get("criterion")
         if c is None:
@@ -409,8 +508,10 @@ def verdict_lines(result: dict) -> list[str]:
 def write_results(result: dict, out: Path) -> str:
     table = markdown_table(result)
     verdicts = verdict_lines(result)
-    text = (f"# Policy comparison\n\n{result['seeds']} seed(s) per policy; accuracy = final validation accuracy, "
-            f"mean ± std over seeds; samples to X% from the mean curve over seeds (linear between validations).\n\n"
+    text = (f"# Policy comparison\n\n{result['seeds']} seed(s) per arm ({result.get('seed_list')}); accuracy = final "
+            f"validation accuracy, mean ± std over seeds; paired Δ = arm − baseline on the same seed, mean and 95% t "
+            f"interval (a gain or loss is claimed only where the interval excludes 0); samples to X% from the mean "
+            f"curve over seeds (linear between validations).\n\n"
             f"{table}\n\n" + "".join(f"- {v}\n" for v in verdicts))
     (out / "results.md").write_text(text)
     public = {k: v for k, v in result.items() if not k.startswith("_")}
@@ -506,9 +607,12 @@ def pick_params(params: dict[str, np.ndarray], label: str = "label", k: int = MA
 
 
 def _label_param(out: Path, policy: str) -> str:
+    from blender_gen import families
+
     try:
-        return json.loads((run_dir(out, policy, 0) / "config.json").read_text())["scene"]["label_param"]
-    except (OSError, ValueError, KeyError, TypeError):
+        name = json.loads((run_dir(out, policy, 0) / "config.json").read_text())["scene"]["name"]
+        return families.load(name).LABEL_PARAM
+    except (OSError, ValueError, KeyError, TypeError, LookupError):
         return "label"
 
 
@@ -555,8 +659,9 @@ def plot_distributions(runs: dict[str, list[Run]], out: Path) -> bool:
 
 # -- entry point -------------------------------------------------------------------------------------
 
-def report(out: Path, policies: list[str], seeds: int, thresholds: list[float]) -> str:
-    result = analyse(out, policies, seeds, thresholds)
+def report(out: Path, policies: list[str], seeds: int | list[int], thresholds: list[float],
+           baseline: str = BASELINE, headroom: list[str] | None = None) -> str:
+    result = analyse(out, policies, seeds, thresholds, baseline, headroom or None)
     text = write_results(result, out)
     plot_curves(result["_runs"], out)
     if not plot_distributions(result["_runs"], out):
@@ -568,7 +673,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compare.json").write_text(json.dumps({**asdict(args), "out": str(args.out)}, indent=1))
-    print(f"otfgen-compare: {len(args.policies)} policies × {args.seeds} seed(s) -> {args.out}", flush=True)
+    print(f"otfgen-compare: {len(args.policies)} arms × {args.seeds} seed(s) {args.seed_list} -> {args.out}",
+          flush=True)
     code = 0
     if not args.report_only:
         try:
@@ -577,8 +683,14 @@ def main(argv: list[str] | None = None) -> None:
             print("interrupted; reporting what finished", flush=True)
             code = 130
     print()
-    print(report(args.out, args.policies, args.seeds, args.thresholds))
+    arms = [arm_spec(a)[0] for a in args.policies]
+    failed = [f"{a}/seed{s}" for a in arms for s in args.seed_list if not read_run(args.out, a, s).ok]
+    if failed and code == 0:
+        code = 1  # a failed run is not a result: say so in the exit code too
+    print(report(args.out, arms, args.seed_list, args.thresholds, args.baseline, args.headroom))
     print(f"\nresults: {args.out / 'results.md'}")
+    if failed:
+        print(f"failed runs: {', '.join(failed)}")
     sys.exit(code)
 
 

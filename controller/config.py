@@ -237,13 +237,15 @@ def check(cfg: RunConfig) -> None:
             raise ConfigError(str(e) if setting in str(e) else f"controller.keys: {e}") from None
     for key in ("val_data", "real_data"):
         path = getattr(cfg.trainer, key)
-        if path not in (None, BUILTIN, "stream") and not Path(path).expanduser().exists():
+        if path not in (None, BUILTIN, "stream", "reward") and not Path(path).expanduser().exists():
             raise ConfigError(f"trainer.{key}: data path '{path}' does not exist")
     if not 0.0 <= cfg.trainer.reward_split < 1.0:
         raise ConfigError("trainer.reward_split must be in [0, 1)")
+    if cfg.trainer.real_data == "reward" and cfg.trainer.reward_split <= 0:
+        raise ConfigError("trainer.real_data=reward trains on the reward split: set trainer.reward_split")
     from controller import policies
 
-    if policies.needs_realism(cfg.policy.name) and cfg.trainer.reward_split <= 0:
+    if policies.signal_of(cfg.policy.name) != "none" and cfg.trainer.reward_split <= 0:
         raise ConfigError(f"policy={cfg.policy.name} learns from real data: set trainer.reward_split (e.g. 0.5) so "
                           "that results are reported on a part it never saw")
     if not 0.0 <= cfg.trainer.real_fraction < 1.0:

@@ -43,7 +43,7 @@ def scene_space(cfg: RunConfig) -> ParamSpace:
             raise ConfigError(f"scene.params.{k}: unknown keys {sorted(extra)}; allowed: {list(PARAM_KEYS)}")
     space = ParamSpace.from_mapping({k: {kk: vv for kk, vv in v.items() if vv is not None}
                                      for k, v in cfg.scene.params.items()})
-    declared = families.default_space(cfg.scene.name)
+    declared = families.declared_space(cfg.scene.name, fam)
     unknown = set(space.params) - set(declared.params)
     missing = set(declared.params) - set(space.params)
     if unknown or missing:
@@ -270,7 +270,7 @@ class Controller:
         fam = self.family
         self._send(ident, "info", {"family": self.cfg.scene.name, "space": self.space.to_mapping(),
                                    "num_classes": fam.NUM_CLASSES, "image_shape": list(fam.IMAGE_SHAPE),
-                                   "label_param": fam.LABEL_PARAM, "realism": self.policy.needs_realism})
+                                   "label_param": fam.LABEL_PARAM, "signal": self.policy.signal})
         if len(self.ranks) < self.ledger.world:
             return  # workers are welcomed once every rank can receive
         self.trainer_pull = self.ranks[0][1]
@@ -282,14 +282,14 @@ class Controller:
         req = self.ledger.deliver(msg["id"])
         if req is None:
             return  # a duplicate, or a request of an earlier controller
-        losses, realism = msg.arrays.get("losses"), msg.arrays.get("realism")
+        losses, signal = msg.arrays.get("losses"), msg.arrays.get("signal")
         if losses is None:
             return  # consumed without feedback (e.g. a user's loop that reports no losses)
         # dtypes and lengths are the wire format's; what only this side knows is the request's size
         if msg["samples"] != req.n or not np.all(np.isfinite(losses)):
             self.rejects["bad_losses"] += 1
             return
-        self.policy.observe(req.action, req.params, losses, realism)
+        self.policy.observe(req.action, req.params, losses, signal)
 
     def _on_metrics(self, ident: bytes, msg) -> None:
         self.policy.observe_validation(msg["metrics"])

@@ -148,3 +148,36 @@ def test_tiny_real_comparison(tmp_path, env):
     assert rows["uniform"]["runs_ok"] == 1 and rows["uniform"]["budget"] == 2048
     assert rows["bandit"]["runs"] == 1  # whether bandit ran or failed, it has its row
     assert "| uniform | 1/1 |" in (out / "results.md").read_text()
+
+
+def test_arms_with_overrides_seed_offset_and_unknown_policies(tmp_path):
+    a = compare.parse_args(["policies=[uniform,wide:align+scene=mnist2d_wide+trainer.reward_split=0.1]",
+                            "seeds=5", "seed_offset=10", "baseline=uniform", "headroom=[uniform,wide]",
+                            f"out={tmp_path}"])
+    assert a.seed_list == [10, 11, 12, 13, 14]
+    assert compare.arm_spec(a.policies[1]) == ("wide", "align", ["scene=mnist2d_wide", "trainer.reward_split=0.1"])
+    for bad in (["policies=[uniform,nosuch]"], ["policies=[uniform,x:nosuch+seed=1]"],
+                ["policies=[uniform,bandit]", "baseline=ppo"], ["policies=[uniform,uniform]"],
+                ["policies=[uniform,bandit]", "headroom=[uniform]"]):
+        with pytest.raises(SystemExit):
+            compare.parse_args(bad)
+
+
+def test_paired_difference_and_its_interval(tmp_path):
+    # per seed: uniform at 90 + s/10 %, better at +1.0 ± small, noisy at ±1 around +0.2
+    offsets = {"better": [1.0, 1.1, 0.9, 1.05, 0.95], "noisy": [1.2, -0.8, 0.9, -0.7, 0.4]}
+    for s in range(5):
+        for arm, acc in [("uniform", 0.90 + s / 1000)] + [(k, 0.90 + s / 1000 + v[s] / 100) for k, v in offsets.items()]:
+            d = compare.run_dir(tmp_path, arm, s)
+            d.mkdir(parents=True)
+            (d / "metrics.jsonl").write_text(json.dumps({"train/samples": 1000, "val/acc": acc}) + "\n")
+    result = compare.analyse(tmp_path, ["uniform", "better", "noisy"], 5, [90.0], "uniform", ["better", "uniform"])
+    rows = {r["policy"]: r for r in result["rows"]}
+    b, n = rows["better"]["paired"], rows["noisy"]["paired"]
+    assert b["n"] == 5 and b["mean"] == pytest.approx(1.0) and b["claim"] == "gain" and b["lo"] > 0.8
+    assert n["mean"] == pytest.approx(0.2) and n["claim"] == "no difference shown" and n["lo"] < 0 < n["hi"]
+    # the half-width is t(0.975, 4) · sd / √5
+    assert (n["hi"] - n["lo"]) / 2 == pytest.approx(2.776 * np.std(offsets["noisy"], ddof=1) / 5 ** 0.5, rel=1e-3)
+    assert rows["noisy"]["headroom_closed"] == pytest.approx(0.2)
+    text = compare.write_results(result, tmp_path)
+    assert "better − uniform: +1.00 [" in text and "closes 20% of the headroom" in text

@@ -94,3 +94,30 @@ def test_no_global_rng_use(fam):
     state = np.random.get_state()[1].copy()
     mod.render(*sample(space, 4))
     assert np.array_equal(np.random.get_state()[1], state)
+
+
+@pytest.mark.parametrize("name", ["mnist2d", "fashion2d"])
+def test_distractors_off_leave_the_bytes_and_on_do_what_they_say(name):
+    mod = families.load(name)
+    space = families.declared_space(name, mod)
+    params, seeds = space.sample({"occlude": [1.0] + [0.0] * 7, "invert": [1.0, 0.0]}, 3, 64)
+    params["occlude"][:] = 0.0
+    plain, _ = mod.render(params, seeds)
+    np.testing.assert_array_equal(plain, mod.render({**params, "occlude": np.zeros(64, np.float32)}, seeds)[0])
+    inverted, _ = mod.render({**params, "invert": np.ones(64, np.int64)}, seeds)
+    np.testing.assert_array_equal(inverted, 255 - plain)
+    occluded, _ = mod.render({**params, "occlude": np.full(64, 0.5, np.float32)}, seeds)
+    erased = (occluded == 0) & (plain > 0)
+    assert erased.any(axis=(1, 2)).mean() > 0.9  # a 14-pixel square over the object erases ink in nearly all
+    assert np.all(occluded <= plain)  # it only ever sets pixels to the background
+
+
+def test_wide_scene_configs_stay_within_what_the_family_declares():
+    from controller.config import check, compose
+
+    for scene in ("mnist2d_wide", "fashion2d_wide"):
+        cfg = compose([f"scene={scene}"])
+        check(cfg)
+        wide = {k: v for k, v in cfg.scene.params.items()}
+        assert wide["rotation" if "mnist" in scene else "tilt"]["high"] == 180.0
+        assert wide["invert"]["choices"] == ["plain", "inverted"] and wide["occlude"]["high"] > 0

@@ -86,8 +86,8 @@ class Stream(IterableDataset):
         self._inproc = f"inproc://otfgen-stream-{next(_instances)}"
         self._losses: np.ndarray | None = None  # [2, n] of the request being consumed
         self._loss_seen = 0
-        self._has_realism = False
-        self.info: dict[str, Any] = {}  # the controller's info: family, num_classes, image_shape, realism
+        self._has_signal = False
+        self.info: dict[str, Any] = {}  # the controller's info: family, num_classes, image_shape, signal
         self.pull_endpoint: str | None = None
         self.rejects = protocol.RejectCounter()
         self.duplicates = 0
@@ -257,7 +257,7 @@ class Stream(IterableDataset):
             rid, n = msg["id"], len(msg.arrays["labels"])
             if self.on_request is not None:
                 self.on_request(rid, n, rec.digest, msg["worker"])
-            self._losses, self._loss_seen, self._has_realism = np.zeros((2, n), dtype=np.float32), 0, False
+            self._losses, self._loss_seen, self._has_signal = np.zeros((2, n), dtype=np.float32), 0, False
             for off in range(0, n, self.batch_size):
                 if self.samples is not None and self.consumed >= self.samples:
                     break
@@ -270,8 +270,8 @@ class Stream(IterableDataset):
         arrays = {}
         if self._loss_seen >= n:  # every sample's loss was reported: the policy's feedback
             arrays["losses"] = self._losses[0]
-            if self._has_realism:
-                arrays["realism"] = self._losses[1]
+            if self._has_signal:
+                arrays["signal"] = self._losses[1]
         self._send_back("delivered", {"id": rid, "samples": n}, arrays)
         self._losses = None
 
@@ -291,17 +291,17 @@ class Stream(IterableDataset):
         for b in self.iter_batches():
             yield to_input(torch.from_numpy(b.images.copy())), torch.from_numpy(b.labels.copy())
 
-    def report_losses(self, batch: Batch, losses: np.ndarray, realism: np.ndarray | None = None) -> None:
+    def report_losses(self, batch: Batch, losses: np.ndarray, signal: np.ndarray | None = None) -> None:
         """Per-sample training losses (and feature distances to the real reward split, when
-        ``info["realism"]`` asks for them) of the minibatch just trained on; they reach the
+        ``info["signal"]`` asks for them) of the minibatch just trained on; they reach the
         controller with the request's delivery."""
         if self._losses is None or self._losses.shape[1] != batch.request_size:
             return  # not the request being consumed (reported late): nothing to attach it to
         sl = slice(batch.offset, batch.offset + len(losses))
         self._losses[0, sl] = losses
-        if realism is not None:
-            self._losses[1, sl] = realism
-            self._has_realism = True
+        if signal is not None:
+            self._losses[1, sl] = signal
+            self._has_signal = True
         self._loss_seen += len(losses)
 
     def report_metrics(self, metrics: dict[str, Any]) -> None:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from blender_gen.security import KeysError
 from configs.schema import ConfigError, RunConfig
@@ -30,11 +29,13 @@ from trainer import plots
 from trainer.data import BUILTIN, DataError, few_per_class, load_dataset
 from trainer.evaluate import evaluate
 from trainer.models import build, to_input
+from trainer.signals import RealSignal
 from trainer.step import TrainStep, pick_device
 from trainer.stream import Stream, StreamError
 
 log = logging.getLogger("otfgen.train")
 VAL_STREAM = "stream"
+REWARD = "reward"  # trainer.real_data=reward: train on the reward split's images themselves
 
 
 def distributed() -> tuple[int, int, int]:
@@ -71,7 +72,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
     if val_src != VAL_STREAM:
         val_x, val_y = load_dataset(val_src)
     real = None
-    if tc.real_data:
+    if tc.real_data and tc.real_data != REWARD:
         rx, ry = load_dataset(tc.real_data)
         pick, rest = few_per_class(ry, tc.real_per_class, cfg.seed)
         real = (torch.from_numpy(rx[pick]).to(device), torch.from_numpy(ry[pick]).to(device))
@@ -91,6 +92,12 @@ def train(cfg: RunConfig, controller: str) -> dict:
         reward_x, reward_y = val_x[order[:k]], val_y[order[:k]]
         val_x, val_y = val_x[order[k:]], val_y[order[k:]]
         log.info("trainer: %d real images for the policy's feedback, %d held out for reporting", k, len(val_y))
+    if tc.real_data == REWARD:  # few-real on exactly the images a policy would learn from
+        if reward_x is None:
+            raise ConfigError(f"trainer.real_data={REWARD} needs trainer.reward_split > 0")
+        real = (torch.from_numpy(reward_x).to(device), torch.from_numpy(reward_y.astype(np.int64)).to(device))
+        log.info("trainer: few-real mode: the %d reward-split images at %.0f%% of each minibatch", len(reward_y),
+                 100 * tc.real_fraction)
     real_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     n_real = round(tc.batch_size * tc.real_fraction / max(1e-9, 1 - tc.real_fraction)) if real else 0
 
@@ -108,15 +115,21 @@ def train(cfg: RunConfig, controller: str) -> dict:
         # what the family renders and what the policy needs: from the controller, not from config
         num_classes = stream.info["num_classes"]
         image_shape = tuple(stream.info["image_shape"])
-        realism = stream.info["realism"]  # the policy learns from feature distances to the reward split
-        if realism and reward_x is None:
+        wants = stream.info["signal"]  # what the policy learns from, measured on the reward split
+        if wants != "none" and reward_x is None:
             raise ConfigError(f"policy={cfg.policy.name} needs trainer.reward_split > 0")
-        if realism and world > 1:
+        if wants != "none" and world > 1:
             raise ConfigError(f"policy={cfg.policy.name} is not supported with trainer.ranks > 1")
         if val_x is not None and val_x.shape[1:] != image_shape:
             raise DataError(f"validation images from {val_src} are {'×'.join(map(str, val_x.shape[1:]))} but scene "
                             f"{cfg.scene.name} renders {'×'.join(map(str, image_shape))}: pass trainer.val_data=PATH "
                             f"with matching images, or trainer.val_data={VAL_STREAM} (held-out generated samples)")
+        # every real image that shaped this model, through training or the policy's feedback
+        real_used = (len(real[1]) if real is not None else 0) + (
+            len(reward_y) if wants != "none" and tc.real_data != REWARD else 0)  # the same 500 count once
+        why = ([f"{len(real[1])} trained on"] if real is not None else []) + (
+            [f"{len(reward_y)} in the policy's reward split"] if wants != "none" else [])
+        log.info("trainer: real images used: %d (%s)", real_used, ", ".join(why) or "none")
         in_ch = image_shape[2] if len(image_shape) == 3 else 1
         input_blur = cfg.model.input_blur if cfg.model.input_blur is not None else (cfg.scene.input_blur or 0.0)
         net = build(cfg.model.name, in_channels=in_ch, num_classes=num_classes,
@@ -129,7 +142,8 @@ def train(cfg: RunConfig, controller: str) -> dict:
             model = DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
         step = TrainStep(model, math.ceil(share / tc.batch_size) + 8, lr=tc.lr, weight_decay=tc.weight_decay)
         grid_images: list[np.ndarray] = []
-        mu_real = None
+        signal = None if wants == "none" else RealSignal(wants, net, reward_x, reward_y, device, num_classes,
+                                                         every=tc.signal_every)
         t_start = last_log = time.perf_counter()
         step_time = 0.0
         loss_ema = None
@@ -161,19 +175,16 @@ def train(cfg: RunConfig, controller: str) -> dict:
             if n_real:
                 j = torch.randint(len(real[1]), (n_real,), generator=real_gen).to(device)
                 xb, y = torch.cat([xb, real[0][j]]), torch.cat([y, real[1][j]])
-            if realism:
-                if mu_real is None:
-                    mu_real = real_feature_mean(net, reward_x, device)
+            if signal is not None:
                 feats = net.embed(to_input(xb))
                 logits = net.head(feats)
-                with torch.no_grad():
-                    dist = (F.normalize(feats[:n_gen], dim=1) - mu_real).pow(2).sum(1).float().cpu().numpy()
+                sig = signal(feats[:n_gen], logits[:n_gen], y[:n_gen])
             else:
-                logits, dist = model(to_input(xb)), None
+                logits, sig = model(to_input(xb)), None
             losses = step.loss(logits, y)
             step.update(losses)
             per_sample = losses[:n_gen].detach().float().cpu().numpy()
-            stream.report_losses(batch, per_sample, dist)
+            stream.report_losses(batch, per_sample, sig)
             step_time += time.perf_counter() - t0
             loss_ema = float(per_sample.mean()) if loss_ema is None else 0.98 * loss_ema + 0.02 * float(per_sample.mean())
             now = time.perf_counter()
@@ -185,10 +196,12 @@ def train(cfg: RunConfig, controller: str) -> dict:
             if main_rank and (stream.consumed * world >= next_val or stream.consumed >= share):
                 next_val += tc.val_every
                 m = _validate(net, val_x, val_y, device, num_classes, stream, t_start, step_time, loss_ema, world)
+                m["real/used"] = real_used
                 if reward_x is not None:
                     r = evaluate(net, reward_x, reward_y, device, num_classes)
                     m.update({"reward/acc": r["acc"], "reward/acc_class": r["acc_class"]})
-                    mu_real = real_feature_mean(net, reward_x, device) if realism else None
+                    if signal is not None and signal.kind == "feature_distance":
+                        signal.refresh()  # the real features' mean follows the model at each validation
                 history.append(m)
                 metrics_f.write(json.dumps(m) + "\n")
                 stream.report_metrics(m)
@@ -221,16 +234,6 @@ def train(cfg: RunConfig, controller: str) -> dict:
              "held-out generated" if val_src == VAL_STREAM else "real",
              100 * final["train/data_wait"])
     return final
-
-
-@torch.no_grad()
-def real_feature_mean(model, images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Mean of the L2-normalised penultimate features of real images (for the match policy)."""
-    model.train(False)
-    f = torch.cat([F.normalize(model.embed(to_input(torch.from_numpy(images[i:i + 1000]).to(device))), dim=1)
-                   for i in range(0, len(images), 1000)])
-    model.train()
-    return f.mean(0)
 
 
 def _validate(model, val_x, val_y, device, num_classes, stream: Stream, t_start, step_time, loss_ema,

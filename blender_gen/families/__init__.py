@@ -37,6 +37,52 @@ def batch_labels(params, seeds, num_classes: int, label_param: str):
     return seeds, label
 
 
+def distract(images, params, seeds):
+    """The distractors a new user's wide ranges include, applied to finished uint8 images [B,H,W]
+    in place: ``occlude`` (side of a background-coloured square at a random place, as a fraction
+    of the frame; 0 = none) and ``invert`` (choice index 1 = light background). Both off leave
+    the bytes untouched."""
+    import numpy as np
+
+    from blender_gen import rng
+
+    occ = np.asarray(params["occlude"], np.float64)
+    inv = np.asarray(params["invert"], np.int64) == 1
+    B, H, W = images.shape[:3]
+    hit = np.flatnonzero(occ > 0)
+    if hit.size:
+        u = rng.uniform(seeds[hit], "distract:occlude", 2).astype(np.float64)
+        side = np.maximum(1, np.round(occ[hit] * H)).astype(np.int64)
+        top = np.floor(u[:, 0] * (H - side + 1)).astype(np.int64)
+        left = np.floor(u[:, 1] * (W - side + 1)).astype(np.int64)
+        rows, cols = np.arange(H)[None, :], np.arange(W)[None, :]
+        mask = (((rows >= top[:, None]) & (rows < (top + side)[:, None]))[:, :, None]
+                & ((cols >= left[:, None]) & (cols < (left + side)[:, None]))[:, None, :])
+        sub = images[hit]
+        sub[mask] = 0
+        images[hit] = sub
+    if inv.any():
+        images[inv] = 255 - images[inv]
+    return images
+
+
+def declared_space(name: str, module) -> ParamSpace:
+    """What the family can render: its scene YAML's parameters, with the wider limits (and extra
+    choices) its module declares in ``LIMITS`` — the tuned YAML is a prior inside them, and a
+    scene config such as ``<name>_wide.yaml`` may range up to them."""
+    path = CONFIG_DIR / "scene" / f"{name}.yaml"
+    with open(path) as f:
+        params = yaml.safe_load(f)["params"]
+    for pname, limit in getattr(module, "LIMITS", {}).items():
+        entry = dict(params[pname])
+        if entry["kind"] == "choice":
+            entry["choices"] = list(limit)
+        else:
+            entry["low"], entry["high"] = limit
+        params[pname] = entry
+    return ParamSpace.from_mapping(params)
+
+
 def code_digest() -> str:
     """A digest of the rendering code (families, Blender backend, RNG): replay of a run made
     with other code may legitimately differ, and says so."""
@@ -61,7 +107,7 @@ def load(name: str) -> ModuleType:
 
 
 def default_space(name: str) -> ParamSpace:
-    """The parameter space declared in the family's packaged YAML (no Hydra overrides)."""
+    """The parameter space of the family's packaged scene YAML (the tuned prior; no overrides)."""
     path = CONFIG_DIR / "scene" / f"{name}.yaml"
     with open(path) as f:
         return ParamSpace.from_mapping(yaml.safe_load(f)["params"])

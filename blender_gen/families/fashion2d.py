@@ -29,12 +29,18 @@ from __future__ import annotations
 import numpy as np
 
 from blender_gen import rng
-from blender_gen.families import batch_labels
+from blender_gen.families import batch_labels, distract
 
 NAME = "fashion2d"
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 LABEL_PARAM = "label"
+# how far each range can go (the scene YAML's ranges are a tuned prior inside these): wider
+# texture, light and blur, tilt all the way round, and the distractors a new user would switch on
+LIMITS = {
+    "tilt": (-180.0, 180.0), "contrast": (0.0, 1.0), "brightness": (0.05, 1.0), "folds": (0.0, 1.0),
+    "noise": (0.0, 0.3), "blur": (-1.0, 1.6), "occlude": (0.0, 0.6), "invert": ("plain", "inverted"),
+}
 
 FILLS = ("flat", "gradient", "stripes", "checks", "spots", "print", "knit")
 _SIZE = IMAGE_SHAPE[0]
@@ -777,4 +783,4 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
     # nothing exceeds 255 and only the floor needs clipping)
     img *= _F32(255.0) / np.maximum(img.max(axis=1, keepdims=True), _F32(1.0))
     np.maximum(img, _F32(0.0), out=img)
-    return img.astype(np.uint8).reshape(B, _SIZE, _SIZE), label.copy()
+    return distract(img.astype(np.uint8).reshape(B, _SIZE, _SIZE), params, seeds), label.copy()

@@ -28,12 +28,22 @@ from __future__ import annotations
 import numpy as np
 
 from blender_gen import rng
-from blender_gen.families import batch_labels
+from blender_gen.families import batch_labels, distract
 
 NAME = "mnist2d"
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 LABEL_PARAM = "label"
+# how far each range can go (the scene YAML's ranges are a tuned prior inside these): about 3×
+# the tuned width, rotation all the way round, and the distractors a new user would switch on.
+# Past these the renderer breaks (strokes leave the frame, NaNs), not merely looks wrong.
+LIMITS = {
+    "jitter": (0.0, 0.24), "tails": (0.0, 1.2), "elastic": (0.0, 0.45), "proportion": (-1.5, 1.5),
+    "aspect": (0.3, 2.5), "slant": (-1.0, 1.2), "rotation": (-180.0, 180.0), "thickness": (0.5, 10.0),
+    "pressure": (0.0, 0.9), "ink": (1.0, 80.0), "blur": (0.0, 2.0), "intensity": (0.2, 1.0),
+    "noise": (0.0, 0.3), "box": (8.0, 28.0), "shift": (0.0, 6.0),
+    "occlude": (0.0, 0.6), "invert": ("plain", "inverted"),
+}
 
 P = 64  # pen positions per digit, shared by all templates (fixed cost per sample)
 _SIZE = IMAGE_SHAPE[0]
@@ -338,7 +348,7 @@ def render(params: dict[str, np.ndarray], seeds: np.ndarray) -> tuple[np.ndarray
     if B == 0:
         return np.zeros((0,) + IMAGE_SHAPE, np.uint8), label.copy()
     x, y, sigma, step, g, _ = _pen(params, seeds)
-    return _raster(params, seeds, x, y, sigma, step, g), label.copy()
+    return distract(_raster(params, seeds, x, y, sigma, step, g), params, seeds), label.copy()
 
 
 def _pen(params: dict, seeds: np.ndarray):

@@ -30,7 +30,7 @@ import numpy as np
 
 from blender_gen.space import Param, ParamSpace
 
-NAMES = ("uniform", "bandit", "ppo", "match")
+NAMES = ("uniform", "bandit", "ppo", "match", "align")
 
 
 def n_bins(p: Param, bins: int) -> int:
@@ -85,7 +85,9 @@ class Policy:
     """The interface. Subclasses override what they use; the defaults do nothing."""
 
     name = "base"
-    needs_realism = False  # True: the trainer must report feature distances to the real reward split
+    # what the trainer must compute per generated sample against the real reward split, besides
+    # its loss: "none", "feature_distance" (match) or "grad_alignment" (align); see protocol.SIGNALS
+    signal = "none"
 
     def __init__(self, space: ParamSpace, bins: int = 8, options: Mapping[str, Any] | None = None, seed: int = 0):
         self.space, self.bins, self.options, self.seed = space, bins, dict(options or {}), seed
@@ -96,7 +98,7 @@ class Policy:
         return {}
 
     def observe(self, action: Mapping[str, Any], params: Mapping[str, np.ndarray], losses: np.ndarray,
-                realism: np.ndarray | None = None) -> None:
+                signal: np.ndarray | None = None) -> None:
         """Per-sample training losses (and, if the trainer computes it, the distance of each sample's
         features to the real data's) of one delivered request, with the action and params that made it."""
 
@@ -176,10 +178,10 @@ def args_class(name: str):
     return getattr(_module(name), "ARGS", None)
 
 
-def needs_realism(name: str) -> bool:
-    """Whether the trainer must report feature distances to the real reward split for this policy
-    (the controller says so in its welcome to the trainer; the trainer imports no policy code)."""
-    return bool(getattr(_module(name).POLICY, "needs_realism", False))
+def signal_of(name: str) -> str:
+    """What the trainer must compute against the real reward split for this policy (the
+    controller says so in its info to the trainer; the trainer imports no policy code)."""
+    return _module(name).POLICY.signal
 
 
 def make(name: str, space: ParamSpace, bins: int = 8, options: Mapping[str, Any] | None = None,

@@ -56,7 +56,7 @@ class Bandit(Policy):
         return {n: self._dist(n).tolist() for n in self.stats.names}
 
     @timed
-    def observe(self, action, params, losses, realism=None):
+    def observe(self, action, params, losses, signal=None):
         self.stats.update(params, losses)
         self.observed += 1
 

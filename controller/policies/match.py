@@ -32,7 +32,7 @@ class MatchArgs(PolicyArgs):
 
 class Match(Policy):
     name = "match"
-    needs_realism = True  # the trainer must compute feature distances to the real reward split
+    signal = "feature_distance"  # the trainer computes each sample's distance to the real features
 
     def __init__(self, space, bins=8, options=None, seed=0):
         super().__init__(space, bins, options, seed)
@@ -58,10 +58,10 @@ class Match(Policy):
         return {n: self._dist(n).tolist() for n in self.stats.names}
 
     @timed
-    def observe(self, action, params, losses, realism=None):
-        if realism is None:
+    def observe(self, action, params, losses, signal=None):
+        if signal is None:
             return
-        self.stats.update(params, realism)
+        self.stats.update(params, signal)
         self.observed += 1
 
     def probs(self):

@@ -132,7 +132,7 @@ class PPO(Policy):
         return action
 
     @timed
-    def observe(self, action, params, losses, realism=None):
+    def observe(self, action, params, losses, signal=None):
         self.stats.update(params, losses)
         did = action.get("_decision")
         rec = self.pending.get(did)

@@ -1,0 +1,128 @@
+"""Generate where generated data helps the real task: per-sample gradient alignment, per class × region.
+
+The trainer reports, for every generated sample, how well its last-layer loss gradient agrees
+with the mean gradient of the small real reward split (trainer/signals.py, ``grad_alignment``):
+positive when a step on the sample would also lower the real loss. This signal sees the
+sim-to-real gap that learning progress on generated data cannot: an inverted digit may be
+hard (high loss, high progress) and still useless for real digits.
+
+Regions are joint over the class and each other parameter: for class c and parameter p, one
+moving average of the alignment per bin of p, so "thin strokes help 1s, thick strokes help 8s"
+is representable (a factorised policy has one row per parameter for all classes). The action
+draws the class from its own row, then each parameter's bin from the row of the sample's class
+(``"p|label"`` actions, blender_gen/space.py). Rows are turned into probabilities with Boltzmann
+weights on z-scored averages and an exploration floor; a cell never seen counts as the row's
+best, so it is tried. With ``joint=false`` the same method runs factorised (one row per
+parameter), for comparison.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from controller.policies import Policy, PolicyArgs, args_from, bin_index, n_bins, timed, with_floor
+
+
+@dataclass(frozen=True)
+class AlignArgs(PolicyArgs):
+    rate: float = 0.1
+    """moving-average rate of a cell's mean alignment (per request that contains the cell)"""
+    temperature: float = 1.0
+    """Boltzmann temperature on z-scored alignment within a row"""
+    floor: float = 0.2
+    """probability mass spread uniformly over bins (exploration floor); lower than the per-parameter
+    policies' because every parameter's floor lands partly on useless extremes, and those multiply"""
+    warmup_requests: int = 8
+    """requests observed before departing from uniform"""
+    joint: bool = True
+    """cells per (class, parameter bin); false: per parameter bin only"""
+
+
+class Align(Policy):
+    name = "align"
+    signal = "grad_alignment"
+
+    def __init__(self, space, bins=8, options=None, seed=0):
+        super().__init__(space, bins, options, seed)
+        self.args = args_from(AlignArgs, self.options)
+        self.label = self.options.get("label_param", "label")
+        lp = space[self.label]
+        self.n_cls = lp.n_options
+        self.names = [n for n in (self.options.get("params") or [p.name for p in space]) if n != self.label]
+        self.k = {n: n_bins(space[n], bins) for n in self.names}
+        rows = self.n_cls if self.args.joint else 1
+        self.avg = {n: np.full((rows, self.k[n]), np.nan) for n in self.names}
+        self.count = {n: np.zeros((rows, self.k[n]), np.int64) for n in self.names}
+        self.cls_avg = np.full(self.n_cls, np.nan)
+        self.observed = 0
+
+    def _class_index(self, params) -> np.ndarray:
+        p = self.space[self.label]
+        return np.asarray(params[self.label], np.int64) - (int(p.low) if p.kind == "int" else 0)
+
+    @timed
+    def observe(self, action, params, losses, signal=None):
+        if signal is None:
+            return
+        s = np.asarray(signal, np.float64)
+        c = self._class_index(params)
+        self._update(self.cls_avg[None, :], c, s, self.n_cls)
+        for n in self.names:
+            b = bin_index(self.space[n], params[n], self.k[n])
+            rows = self.avg[n].shape[0]
+            cell = (c if rows > 1 else 0) * self.k[n] + b
+            self._update(self.avg[n], cell, s, rows * self.k[n])
+            self.count[n] += np.bincount(cell, minlength=rows * self.k[n]).reshape(rows, -1)
+        self.observed += 1
+
+    def _update(self, table: np.ndarray, cell: np.ndarray, values: np.ndarray, size: int) -> None:
+        flat = table.reshape(-1)
+        cnt = np.bincount(cell, minlength=size)
+        seen = cnt > 0
+        mean = np.bincount(cell, weights=values, minlength=size)[seen] / cnt[seen]
+        cur = flat[seen]
+        flat[seen] = np.where(np.isnan(cur), mean, cur + self.args.rate * (mean - cur))
+
+    def _row_probs(self, row: np.ndarray) -> np.ndarray:
+        if np.all(np.isnan(row)):
+            return np.full(row.size, 1.0 / row.size)
+        r = np.where(np.isnan(row), np.nanmax(row), row)  # unseen: as good as the best, so it is tried
+        z = (r - r.mean()) / (r.std() + 1e-12)
+        w = np.exp((z - z.max()) / self.args.temperature)
+        return with_floor(w, self.args.floor)
+
+    @timed
+    def act(self):
+        if self.observed < self.args.warmup_requests:
+            return {}
+        # 4 decimals: the action is the parameter log's record of the request (replay samples from
+        # exactly these weights), and a joint action has a row per class for every parameter
+        action = {self.label: _rounded(self._row_probs(self.cls_avg))}
+        for n in self.names:
+            rows = [_rounded(self._row_probs(r)) for r in self.avg[n]]
+            if len(rows) > 1:
+                action[f"{n}|{self.label}"] = rows
+            else:
+                action[n] = rows[0]
+        return action
+
+    def probs(self):
+        """Per parameter: the class-averaged distribution over bins (what the plots show)."""
+        out = {self.label: self._row_probs(self.cls_avg)}
+        for n in self.names:
+            out[n] = np.mean([self._row_probs(r) for r in self.avg[n]], axis=0)
+        return out
+
+    def joint_probs(self, name: str) -> np.ndarray:
+        """[classes, bins] of one parameter (one row when not joint)."""
+        return np.stack([self._row_probs(r) for r in self.avg[name]])
+
+
+def _rounded(p: np.ndarray) -> list[float]:
+    return [round(float(x), 4) for x in p]
+
+
+ARGS = AlignArgs
+POLICY = Align

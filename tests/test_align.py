@@ -1,0 +1,105 @@
+"""The align policy and its signal: joint class × parameter regions, and a gradient alignment
+that is what a finite difference of the real loss says it is."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from blender_gen import families
+from controller import policies
+from controller.policies import bin_index
+from trainer.models import SmallCNN, to_input
+from trainer.signals import RealSignal
+
+SPACE = families.default_space("mnist2d")
+CTX = {"num_classes": 10, "budget_requests": 500, "label_param": "label"}
+
+
+def crafted_signal(params) -> np.ndarray:
+    """Helps only thin 1s and thick 8s: a joint region no per-parameter row can express."""
+    b = bin_index(SPACE["thickness"], params["thickness"], 8)
+    good = ((params["label"] == 1) & (b <= 1)) | ((params["label"] == 8) & (b >= 6))
+    return np.where(good, 1.0, 0.0)
+
+
+def drive(policy, requests=300, n=256, seed=0):
+    rng = np.random.default_rng(seed)
+    for i in range(requests):
+        action = policy.act()
+        params, _ = SPACE.sample(action, 1000 + i, n)
+        s = crafted_signal(params) + 0.3 * rng.standard_normal(n)
+        policy.observe(action, params, np.ones(n, np.float32), s.astype(np.float32))
+    return policy
+
+
+def thin_share(action, label: int, n=20000) -> float:
+    params, _ = SPACE.sample(action, 7, n)
+    b = bin_index(SPACE["thickness"], params["thickness"], 8)
+    return float(np.mean(b[params["label"] == label] <= 1))
+
+
+def test_joint_policy_finds_a_region_a_factorised_one_cannot_express():
+    joint = drive(policies.make("align", SPACE, 8, {**CTX, "floor": 0.3}))
+    flat = drive(policies.make("align", SPACE, 8, {**CTX, "floor": 0.3, "joint": False}))
+    ja, fa = joint.act(), flat.act()
+    # the joint policy draws thin strokes for 1s and thick ones for 8s, each far above uniform's 2/8
+    assert thin_share(ja, 1) > 0.6
+    assert 1 - thin_share(ja, 8) > 0.8 and thin_share(ja, 8) < 0.15
+    # one row for every class cannot: what it gives 1s it gives 8s too
+    assert abs(thin_share(fa, 1) - thin_share(fa, 8)) < 0.05
+    assert thin_share(ja, 1) - thin_share(ja, 8) > 0.4
+    # classes 1 and 8 carry the signal, so they are drawn more often than the floor alone gives
+    p = np.asarray(ja["label"])
+    assert p[1] > 0.1 and p[8] > 0.1 and p.min() >= 0.3 / 10 - 1e-9
+    assert joint.joint_probs("thickness").shape == (10, 8)
+
+
+def test_without_signal_the_policy_stays_uniform():
+    policy = policies.make("align", SPACE, 8, CTX)
+    params, _ = SPACE.sample({}, 1, 64)
+    for _ in range(20):
+        policy.observe({}, params, np.ones(64, np.float32), None)
+    assert policy.act() == {}
+
+
+def test_alignment_agrees_with_a_finite_difference_of_the_real_loss():
+    torch.manual_seed(0)
+    net = SmallCNN(width=4, hidden=16, dropout=0.0).double().train(False)
+    g = torch.Generator().manual_seed(1)
+    real_x = torch.randint(0, 256, (40, 28, 28), generator=g, dtype=torch.uint8)
+    real_y = torch.randint(0, 10, (40,), generator=g)
+    x = torch.randint(0, 256, (3, 28, 28), generator=g, dtype=torch.uint8)
+    y = torch.tensor([2, 5, 7])
+    double = lambda t: to_input(t).double()  # noqa: E731 - float64 so the difference is exact enough
+
+    sig = RealSignal("grad_alignment", net, real_x.numpy(), real_y.numpy(), torch.device("cpu"), 10)
+    import trainer.signals as signals_mod
+
+    orig = signals_mod.to_input
+    signals_mod.to_input = double
+    try:
+        with torch.no_grad():
+            feats = net.embed(double(x))
+            align = sig(feats, net.head(feats), y)
+    finally:
+        signals_mod.to_input = orig
+    linear = net.head[1]
+
+    def real_loss() -> float:
+        with torch.no_grad():
+            return F.cross_entropy(net(double(real_x)), real_y).item()
+
+    eta = 1e-4
+    base = real_loss()
+    for i in range(3):
+        w0 = linear.weight.detach().clone()
+        linear.weight.grad = None
+        F.cross_entropy(net(double(x[i:i + 1])), y[i:i + 1]).backward()
+        with torch.no_grad():
+            linear.weight -= eta * linear.weight.grad
+        change = real_loss() - base
+        with torch.no_grad():
+            linear.weight.copy_(w0)
+        assert change == pytest.approx(-eta * float(align[i]), rel=0.02, abs=1e-10)
+    assert np.any(np.abs(align) > 1e-4)  # the test is not passing on zeros
