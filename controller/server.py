@@ -27,6 +27,7 @@ from blender_gen import families, protocol, rng, security
 from blender_gen.space import ParamSpace
 from controller import config as config_mod
 from controller import policies
+from configs import cli
 from configs.schema import PARAM_KEYS, ConfigError, RunConfig
 from controller.ledger import Ledger, Request, WorkerState
 from controller.paramlog import ParamLog
@@ -324,17 +325,10 @@ def run(cfg: RunConfig, ready_file: Path | None = None) -> int:
 
 def main() -> None:
     """``otfgen-controller``: either ``--config RUN/config.json`` (from the launcher) or Hydra overrides."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cli.setup_logging()
     cfg, extra = config_mod.from_argv(sys.argv[1:], "otfgen-controller")
     ready = Path(extra["ready"]) if "ready" in extra else Path(cfg.run_dir) / "endpoints.json"
-    try:
-        code = run(cfg, ready_file=ready)
-    except (ConfigError, families.UnknownFamily, ValueError) as e:
-        log.error("%s", e)
-        code = 2
-    except KeyboardInterrupt:
-        code = 130
-    sys.exit(code)
+    cli.exit_with(lambda: run(cfg, ready_file=ready), (ConfigError, families.UnknownFamily, ValueError), log)
 
 
 if __name__ == "__main__":

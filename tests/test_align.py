@@ -40,8 +40,8 @@ def thin_share(action, label: int, n=20000) -> float:
 
 
 def test_joint_policy_finds_a_region_a_factorised_one_cannot_express():
-    joint = drive(policies.make("align", SPACE, 8, {**CTX, "floor": 0.3}))
-    flat = drive(policies.make("align", SPACE, 8, {**CTX, "floor": 0.3, "joint": False}))
+    joint = drive(policies.make("align", SPACE, 8, {**CTX, "floor": 0.3, "steer_label": True}))
+    flat = drive(policies.make("align", SPACE, 8, {**CTX, "floor": 0.3, "joint": False, "steer_label": True}))
     ja, fa = joint.act(), flat.act()
     # the joint policy draws thin strokes for 1s and thick ones for 8s, each far above uniform's 2/8
     assert thin_share(ja, 1) > 0.6
@@ -103,3 +103,11 @@ def test_alignment_agrees_with_a_finite_difference_of_the_real_loss():
             linear.weight.copy_(w0)
         assert change == pytest.approx(-eta * float(align[i]), rel=0.02, abs=1e-10)
     assert np.any(np.abs(align) > 1e-4)  # the test is not passing on zeros
+
+
+def test_by_default_classes_stay_balanced_and_parameters_follow_their_class():
+    policy = drive(policies.make("align", SPACE, 8, CTX), requests=40)
+    action = policy.act()
+    assert "label" not in action and "thickness|label" in action  # classes uniform, rows per class
+    params, _ = SPACE.sample(action, 3, 20000)
+    assert np.bincount(params["label"], minlength=10).min() > 1800

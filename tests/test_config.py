@@ -17,14 +17,11 @@ def test_policy_options_override_without_plus():
     assert cfg.policy.options.params == ["slant", "label"]
 
 
+# (the launcher's own path for trainer.lrr, +trainer.lrr, +foo and policy.options.flor: tests/test_loop.py)
 @pytest.mark.parametrize("overrides,key", [
-    (["trainer.lrr=1"], "trainer.lrr"),
-    (["+trainer.lrr=1"], "trainer.lrr"),
-    (["+foo=1"], "foo"),
     (["+scene.params.slant.hgh=1"], "scene.params.slant"),
-    (["policy=bandit", "policy.options.flor=1"], "policy.options.flor"),
-    (["policy=bandit", "+policy.options.flor=1"], "policy.options.flor"),
     (["+policy.options.floor=1"], "policy.options.floor"),  # uniform takes no options
+    (["policy=align", "+policy.options.rate_=1"], "policy.options.rate_"),
 ])
 def test_unknown_keys_are_refused_with_their_name(overrides, key):
     with pytest.raises(ConfigError) as e:

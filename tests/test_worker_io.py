@@ -164,6 +164,12 @@ def assert_one_thread_owns_the_sockets(events, n_push: int) -> None:
 
 # -- the whole conversation --------------------------------------------------------------------
 
+def stop_cleanly(fake, serve) -> None:
+    """The controller says stop: the worker returns 0."""
+    fake.send("stop", {"reason": "test"})
+    assert serve.join() == 0
+
+
 def test_hello_welcome_credits_batches_stop_on_the_io_thread(ctx, sockets):
     fake = FakeController(ctx)
     pulls = [_pull(ctx), _pull(ctx)]  # two trainer ranks: one PUSH each
@@ -231,8 +237,7 @@ def test_configure_runs_on_the_serving_thread_before_credits_while_heartbeats_fl
         assert credit_at >= seen["end"], "credits granted before the family was configured"
         beats = [t for t, m in fake.got if m.kind == "heartbeat" and seen["start"] < t < seen["end"]]
         assert len(beats) >= 5, f"only {len(beats)} heartbeats during a 1 s configure"
-        fake.send("stop", {"reason": "test"})
-        assert s.join() == 0
+        stop_cleanly(fake, s)
     finally:
         fake.close()
         pull.close()
@@ -262,8 +267,7 @@ def test_heartbeats_flow_during_a_long_render(ctx, sockets, monkeypatch):
         beats = [t for t, m in fake.got if m.kind == "heartbeat" and asked < t < done_at]
         assert len(beats) >= 5, f"only {len(beats)} heartbeats during a 1 s render"
         assert _recv_batch(pull)["id"] == 0
-        fake.send("stop", {"reason": "test"})
-        assert s.join() == 0
+        stop_cleanly(fake, s)
     finally:
         fake.close()
         pull.close()

@@ -74,6 +74,12 @@ class RegionStats:
         return np.nan_to_num(self.slow[n] - self.fast[n], nan=0.0)
 
 
+def boltzmann(score: np.ndarray, temperature: float, floor: float) -> np.ndarray:
+    """exp(score / T) normalised, mixed with the exploration floor (higher score, more weight)."""
+    w = np.exp((score - score.max()) / temperature)
+    return with_floor(w, floor)
+
+
 def with_floor(probs: np.ndarray, floor: float) -> np.ndarray:
     """Mix with the uniform distribution: each of K bins keeps at least floor / K."""
     probs = np.asarray(probs, dtype=np.float64)
@@ -165,6 +171,25 @@ class timed:
 
         wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
         setattr(owner, name, wrapper)
+
+
+class BinPolicy(Policy):
+    """A policy that draws each steered parameter (``stats.names``) from its own row of bin
+    probabilities, ``_dist(name)``, once it has observed ``args.warmup_requests`` requests."""
+
+    observed = 0
+
+    def _dist(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    @timed
+    def act(self):
+        if self.observed < self.args.warmup_requests:
+            return {}
+        return {n: self._dist(n).tolist() for n in self.stats.names}
+
+    def probs(self):
+        return {n: self._dist(n) for n in self.stats.names}
 
 
 def _module(name: str):

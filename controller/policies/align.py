@@ -10,10 +10,13 @@ Regions are joint over the class and each other parameter: for class c and param
 moving average of the alignment per bin of p, so "thin strokes help 1s, thick strokes help 8s"
 is representable (a factorised policy has one row per parameter for all classes). The action
 draws the class from its own row, then each parameter's bin from the row of the sample's class
-(``"p|label"`` actions, blender_gen/space.py). Rows are turned into probabilities with Boltzmann
-weights on z-scored averages and an exploration floor; a cell never seen counts as the row's
-best, so it is tried. With ``joint=false`` the same method runs factorised (one row per
-parameter), for comparison.
+(``"p|label"`` actions, blender_gen/space.py). A row becomes probabilities by Boltzmann weights
+on each cell's effect size — (cell mean − row mean) / the per-sample spread of the signal — and
+an exploration floor; a cell never seen counts as the row's best, so it is tried. An effect
+size, not a z-score across cells: z-scoring stretches pure noise between cells to unit spread,
+so rows went sharp on noise (the first version, docs/experiments.md). The class itself is
+drawn uniformly unless ``steer_label``: steering it let one class take 43% of the samples.
+With ``joint=false`` the same method runs factorised (one row per parameter), for comparison.
 """
 
 from __future__ import annotations
@@ -22,15 +25,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.policies import Policy, PolicyArgs, args_from, bin_index, n_bins, timed, with_floor
+from controller.policies import Policy, PolicyArgs, args_from, bin_index, boltzmann, n_bins, timed
 
 
 @dataclass(frozen=True)
 class AlignArgs(PolicyArgs):
     rate: float = 0.1
     """moving-average rate of a cell's mean alignment (per request that contains the cell)"""
-    temperature: float = 1.0
-    """Boltzmann temperature on z-scored alignment within a row"""
+    temperature: float = 0.2
+    """Boltzmann temperature on a cell's effect size (its mean alignment minus the row's, in units
+    of the per-sample standard deviation of the alignment)"""
     floor: float = 0.2
     """probability mass spread uniformly over bins (exploration floor); lower than the per-parameter
     policies' because every parameter's floor lands partly on useless extremes, and those multiply"""
@@ -38,6 +42,8 @@ class AlignArgs(PolicyArgs):
     """requests observed before departing from uniform"""
     joint: bool = True
     """cells per (class, parameter bin); false: per parameter bin only"""
+    steer_label: bool = False
+    """also steer the class distribution (else uniform over classes)"""
 
 
 class Align(Policy):
@@ -56,6 +62,7 @@ class Align(Policy):
         self.avg = {n: np.full((rows, self.k[n]), np.nan) for n in self.names}
         self.count = {n: np.zeros((rows, self.k[n]), np.int64) for n in self.names}
         self.cls_avg = np.full(self.n_cls, np.nan)
+        self.var = None  # moving average of the per-sample variance of the signal
         self.observed = 0
 
     def _class_index(self, params) -> np.ndarray:
@@ -67,6 +74,8 @@ class Align(Policy):
         if signal is None:
             return
         s = np.asarray(signal, np.float64)
+        v = float(s.var())
+        self.var = v if self.var is None else self.var + self.args.rate * (v - self.var)
         c = self._class_index(params)
         self._update(self.cls_avg[None, :], c, s, self.n_cls)
         for n in self.names:
@@ -89,9 +98,8 @@ class Align(Policy):
         if np.all(np.isnan(row)):
             return np.full(row.size, 1.0 / row.size)
         r = np.where(np.isnan(row), np.nanmax(row), row)  # unseen: as good as the best, so it is tried
-        z = (r - r.mean()) / (r.std() + 1e-12)
-        w = np.exp((z - z.max()) / self.args.temperature)
-        return with_floor(w, self.args.floor)
+        effect = (r - r.mean()) / (np.sqrt(self.var or 0.0) + 1e-12)
+        return boltzmann(effect, self.args.temperature, self.args.floor)
 
     @timed
     def act(self):
@@ -99,7 +107,7 @@ class Align(Policy):
             return {}
         # 4 decimals: the action is the parameter log's record of the request (replay samples from
         # exactly these weights), and a joint action has a row per class for every parameter
-        action = {self.label: _rounded(self._row_probs(self.cls_avg))}
+        action = {self.label: _rounded(self._row_probs(self.cls_avg))} if self.args.steer_label else {}
         for n in self.names:
             rows = [_rounded(self._row_probs(r)) for r in self.avg[n]]
             if len(rows) > 1:

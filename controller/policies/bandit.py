@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.policies import Policy, PolicyArgs, RegionStats, args_from, timed, with_floor
+from controller.policies import BinPolicy, PolicyArgs, RegionStats, args_from, boltzmann, timed
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class BanditArgs(PolicyArgs):
     """Boltzmann temperature on progress normalised by its mean magnitude across bins"""
 
 
-class Bandit(Policy):
+class Bandit(BinPolicy):
     name = "bandit"
 
     def __init__(self, space, bins=8, options=None, seed=0):
@@ -45,23 +45,12 @@ class Bandit(Policy):
         if self.observed < self.args.warmup_requests:
             return np.full(k, 1.0 / k)
         lp = np.abs(self.stats.progress(name))
-        z = lp / (lp.mean() + 1e-12)
-        w = np.exp((z - z.max()) / self.args.temperature)
-        return with_floor(w, self.args.floor)
-
-    @timed
-    def act(self):
-        if self.observed < self.args.warmup_requests:
-            return {}
-        return {n: self._dist(n).tolist() for n in self.stats.names}
+        return boltzmann(lp / (lp.mean() + 1e-12), self.args.temperature, self.args.floor)
 
     @timed
     def observe(self, action, params, losses, signal=None):
         self.stats.update(params, losses)
         self.observed += 1
-
-    def probs(self):
-        return {n: self._dist(n) for n in self.stats.names}
 
 
 ARGS = BanditArgs

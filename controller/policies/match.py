@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.policies import Policy, PolicyArgs, RegionStats, args_from, timed, with_floor
+from controller.policies import BinPolicy, PolicyArgs, RegionStats, args_from, boltzmann, timed
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class MatchArgs(PolicyArgs):
     """Boltzmann temperature on distances normalised by their spread across bins"""
 
 
-class Match(Policy):
+class Match(BinPolicy):
     name = "match"
     signal = "feature_distance"  # the trainer computes each sample's distance to the real features
 
@@ -49,13 +49,7 @@ class Match(Policy):
             return np.full(k, 1.0 / k)
         d = np.where(np.isnan(d), np.nanmin(d), d)  # unseen bins: as good as the best (explore them)
         z = (d - d.min()) / (d.std() + 1e-9)
-        return with_floor(np.exp(-z / self.args.temperature), self.args.floor)
-
-    @timed
-    def act(self):
-        if self.observed < self.args.warmup_requests:
-            return {}
-        return {n: self._dist(n).tolist() for n in self.stats.names}
+        return boltzmann(-z, self.args.temperature, self.args.floor)
 
     @timed
     def observe(self, action, params, losses, signal=None):
@@ -63,9 +57,6 @@ class Match(Policy):
             return
         self.stats.update(params, signal)
         self.observed += 1
-
-    def probs(self):
-        return {n: self._dist(n) for n in self.stats.names}
 
 
 ARGS = MatchArgs
