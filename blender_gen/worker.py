@@ -36,6 +36,7 @@ import numpy as np
 import zmq
 
 from blender_gen import families, protocol, security
+from configs import cli
 from blender_gen.space import ParamSpace, SpaceError
 
 log = logging.getLogger("otfgen.worker")
@@ -322,16 +323,10 @@ def _kv_args(argv: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = _kv_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        code = serve(args["controller"], args.get("id"), int(args.get("credits", 2)),
-                     float(args.get("silent_after_s", 30)), keys=args.get("keys"))
-    except (families.UnknownFamily, SpaceError, RenderSetupError, security.KeysError) as e:
-        log.error("%s", e)
-        code = 2
-    except KeyboardInterrupt:
-        code = 130
-    sys.exit(code)
+    cli.setup_logging()
+    cli.exit_with(lambda: serve(args["controller"], args.get("id"), int(args.get("credits", 2)),
+                                float(args.get("silent_after_s", 30)), keys=args.get("keys")),
+                  (families.UnknownFamily, SpaceError, RenderSetupError, security.KeysError), log)
 
 
 if __name__ == "__main__":

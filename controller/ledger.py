@@ -96,10 +96,11 @@ class Ledger:
         return self.max_open_cfg or (self.credits_cfg * max(1, len(self.workers)) + 4)
 
     # -- workers ---------------------------------------------------------------------------------
-    def join(self, ident: bytes, name: str, now: float) -> int:
-        """A worker said hello; returns how many requests of an earlier worker of that id are re-issued."""
+    def join(self, ident: bytes, name: str, now: float) -> int | None:
+        """A worker said hello; returns how many requests of an earlier worker of that id are
+        re-issued, or None when no worker of that id was known."""
         old = self.workers.pop(ident, None)
-        requeued = self._requeue(old) if old is not None else 0
+        requeued = self._requeue(old) if old is not None else None
         self.workers[ident] = WorkerState(name, last_seen=now)
         return requeued
 

@@ -198,7 +198,7 @@ class Controller:
     # -- workers ---------------------------------------------------------------------------------
     def _on_hello(self, ident: bytes, msg) -> None:
         requeued = self.ledger.join(ident, msg["worker"], time.monotonic())
-        if requeued:  # a restarted worker with the same id: its old requests are lost
+        if requeued is not None:  # a restarted worker with the same id: its old requests are lost
             log.warning("controller: worker %s rejoined; re-issuing its %d open requests", msg["worker"], requeued)
         log.info("controller: worker %s (pid %d) joined", msg["worker"], msg["pid"])
         self._welcome_waiting()

@@ -86,6 +86,7 @@ def test_restarted_worker_with_the_same_id_gets_its_requests_reissued():
     led = ledger(budget=1024, request_size=256, credits=2)
     led.dispatch(0.0, make)
     assert led.join(b"w", "w", now=1.0) == 2
+    assert led.join(b"w", "w", now=2.0) == 0 and led.join(b"new", "new", now=2.0) is None
     assert list(led.reissue) == [0, 1]
 
 

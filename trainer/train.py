@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from blender_gen.security import KeysError
+from configs import cli
 from configs.schema import ConfigError, RunConfig
 from controller import config as config_mod
 from trainer import plots
@@ -250,7 +251,7 @@ def _validate(model, val_x, val_y, device, num_classes, stream: Stream, t_start,
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cli.setup_logging()
     cfg, extra = config_mod.from_argv(sys.argv[1:], "otfgen-train")
     controller = extra.get("controller") or cfg.controller.connect
     if not controller:
@@ -259,13 +260,7 @@ def main() -> None:
             controller = json.loads(endpoints.read_text())["controller"]
     if not controller:
         raise SystemExit("otfgen-train: no controller: pass controller.connect=tcp://HOST:PORT")
-    try:
-        train(cfg, controller)
-    except (ConfigError, DataError, StreamError, KeysError) as e:
-        log.error("%s", e)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    cli.exit_with(lambda: train(cfg, controller) and None, (ConfigError, DataError, StreamError, KeysError), log)
 
 
 if __name__ == "__main__":
