@@ -401,7 +401,10 @@ def paired(arm_runs: list[Run], base_runs: list[Run]) -> dict | None:
 
 
 def analyse(out: Path, policies: list[str], seeds: int | list[int], thresholds: list[float],
-            baseline: str = BASELINE, headroom: list[str] | None = None) -> dict:
+            baseline: str = BASELINE, headroom: list[str] | None = None,
+            on_wide: list[str] | None = None) -> dict:
+    """``on_wide``: the arms that run on the wide arm's scene, the only ones whose share of the
+    headroom means anything (None: every arm)."""
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     runs = {p: [read_run(out, p, s) for s in seed_list] for p in policies}
     rows = {p: summarize(p, runs[p], thresholds) for p in policies}
@@ -410,7 +413,7 @@ def analyse(out: Path, policies: list[str], seeds: int | list[int], thresholds: 
     gap = paired(runs[headroom[0]], runs[headroom[1]]) if headroom else None
     for p in policies:
         rows[p]["paired"] = paired(runs[p], runs[baseline]) if have_base and p != baseline else None
-        if gap is not None and gap["mean"] > 0 and p != headroom[1]:
+        if gap is not None and gap["mean"] > 0 and p != headroom[1] and (on_wide is None or p in on_wide):
             vs_wide = paired(runs[p], runs[headroom[1]])
             rows[p]["headroom_closed"] = None if vs_wide is None else vs_wide["mean"] / gap["mean"]
             rows[p]["vs_wide"] = vs_wide
@@ -660,8 +663,8 @@ def plot_distributions(runs: dict[str, list[Run]], out: Path) -> bool:
 # -- entry point -------------------------------------------------------------------------------------
 
 def report(out: Path, policies: list[str], seeds: int | list[int], thresholds: list[float],
-           baseline: str = BASELINE, headroom: list[str] | None = None) -> str:
-    result = analyse(out, policies, seeds, thresholds, baseline, headroom or None)
+           baseline: str = BASELINE, headroom: list[str] | None = None, on_wide: list[str] | None = None) -> str:
+    result = analyse(out, policies, seeds, thresholds, baseline, headroom or None, on_wide)
     text = write_results(result, out)
     plot_curves(result["_runs"], out)
     if not plot_distributions(result["_runs"], out):
@@ -687,7 +690,12 @@ def main(argv: list[str] | None = None) -> None:
     failed = [f"{a}/seed{s}" for a in arms for s in args.seed_list if not read_run(args.out, a, s).ok]
     if failed and code == 0:
         code = 1  # a failed run is not a result: say so in the exit code too
-    print(report(args.out, arms, args.seed_list, args.thresholds, args.baseline, args.headroom))
+    on_wide = None
+    if args.headroom:  # arms on the wide arm's scene: the same scene= override (and nothing else decides)
+        scene_of = {arm_spec(a)[0]: [o for o in arm_spec(a)[2] + args.overrides if o.startswith("scene=")][-1:]
+                    for a in args.policies}
+        on_wide = [a for a in arms if scene_of[a] == scene_of[args.headroom[1]]]
+    print(report(args.out, arms, args.seed_list, args.thresholds, args.baseline, args.headroom, on_wide))
     print(f"\nresults: {args.out / 'results.md'}")
     if failed:
         print(f"failed runs: {', '.join(failed)}")
