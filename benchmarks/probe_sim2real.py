@@ -12,12 +12,7 @@ from the true class.
     python benchmarks/sim2real.py --samples 60000 --seed 0 --save-model /tmp/m0.pt   # and seeds 1, 2
     python benchmarks/probe_sim2real.py /tmp/m0.pt /tmp/m1.pt /tmp/m2.pt --grid /tmp/hard.png
 
-Measured (session 5, mnist2d, 60k samples, three models of seeds 3 / 4 / 0, the last with an
-exponential moving average of its weights): 95.1 / 95.3 / 95.8% alone, 95.7% as an ensemble,
-and 42 real digits misread by at least two of the three (10 of them 7s, 9 of them 8s). The
-errors are systematic, so a better classifier or more training runs do not close the gap.
-Re-estimating BatchNorm statistics on the real images (AdaBN) moved 95.1% to 95.3%: the gap
-is not a shift of feature statistics either.
+What it found so far: docs/experiments.md (mnist2d sim-to-real, session 5).
 """
 
 from __future__ import annotations

@@ -164,6 +164,24 @@ def assert_one_thread_owns_the_sockets(events, n_push: int) -> None:
 
 # -- the whole conversation --------------------------------------------------------------------
 
+def start_worker(fake, pull_ep: str, **welcome) -> "Serve":
+    """A worker that has said hello, been welcomed to one trainer and granted its credits."""
+    s = Serve(fake.endpoint, silent_after_s=10)
+    fake.wait_for("hello")
+    fake.welcome([pull_ep], **welcome)
+    fake.wait_for("credit")
+    return s
+
+
+def _teardown(proc, fake, pull) -> None:
+    """A worker process that is still running is killed; the fake peers close."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    fake.close()
+    pull.close()
+
+
 def stop_cleanly(fake, serve) -> None:
     """The controller says stop: the worker returns 0."""
     fake.send("stop", {"reason": "test"})
@@ -255,10 +273,7 @@ def test_heartbeats_flow_during_a_long_render(ctx, sockets, monkeypatch):
     fake = FakeController(ctx)
     pull, pull_ep = _pull(ctx)
     try:
-        s = Serve(fake.endpoint, silent_after_s=10)
-        fake.wait_for("hello")
-        fake.welcome([pull_ep], heartbeat_s=0.1)
-        fake.wait_for("credit")
+        s = start_worker(fake, pull_ep, heartbeat_s=0.1)
         asked = time.monotonic()
         fake.request(0)
         done = fake.wait_for("done")
@@ -331,10 +346,7 @@ def test_interrupt_while_rendering_stops_the_io_thread_which_closes_its_sockets(
     fake = FakeController(ctx)
     pull, pull_ep = _pull(ctx)
     try:
-        s = Serve(fake.endpoint, silent_after_s=10)
-        fake.wait_for("hello")
-        fake.welcome([pull_ep])
-        fake.wait_for("credit")
+        s = start_worker(fake, pull_ep)
         fake.request(0)
         assert isinstance(s.join(), KeyboardInterrupt)
     finally:
@@ -415,11 +427,7 @@ def test_ctrl_c_exits_130(ctx, env, when):
         assert proc.returncode == 130, out
         assert "Traceback" not in out and "did not exit" not in out, out
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        fake.close()
-        pull.close()
+        _teardown(proc, fake, pull)
 
 
 def test_main_exits_2_when_the_family_cannot_be_configured(ctx, env):
@@ -436,8 +444,4 @@ def test_main_exits_2_when_the_family_cannot_be_configured(ctx, env):
         fake.pump()
         assert "credit" not in fake.kinds()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        fake.close()
-        pull.close()
+        _teardown(proc, fake, pull)

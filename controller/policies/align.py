@@ -60,7 +60,6 @@ class Align(Policy):
         self.k = {n: n_bins(space[n], bins) for n in self.names}
         rows = self.n_cls if self.args.joint else 1
         self.avg = {n: np.full((rows, self.k[n]), np.nan) for n in self.names}
-        self.count = {n: np.zeros((rows, self.k[n]), np.int64) for n in self.names}
         self.cls_avg = np.full(self.n_cls, np.nan)
         self.var = None  # moving average of the per-sample variance of the signal
         self.observed = 0
@@ -83,7 +82,6 @@ class Align(Policy):
             rows = self.avg[n].shape[0]
             cell = (c if rows > 1 else 0) * self.k[n] + b
             self._update(self.avg[n], cell, s, rows * self.k[n])
-            self.count[n] += np.bincount(cell, minlength=rows * self.k[n]).reshape(rows, -1)
         self.observed += 1
 
     def _update(self, table: np.ndarray, cell: np.ndarray, values: np.ndarray, size: int) -> None:
