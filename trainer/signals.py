@@ -11,6 +11,13 @@ The controller's info names the signal its policy learns from (``protocol.SIGNAL
   ⟨(p − y) hᵀ, G⟩ = (p − y)ᵀ G h (Learning to Reweight, Ren et al. 2018; DoGE, Fan et al. 2023;
   the one-step hypergradient of DADA, Li et al. 2020). Positive: the sample pulls the model
   the way the real data wants it to go.
+- ``realism`` (``realism``): the logit of a small class-conditional discriminator trained online
+  to tell the reward split's real images from the generated ones (real = 1): how real the sample
+  looks for its class. Unlike the other two it does not ask the task model, so it is informative
+  from the first minibatch, before the model has learned anything (Active Domain Randomization,
+  Mehta et al. 2019, scores randomised environments by such a discriminator against a
+  reference). The discriminator sees the input through the task model's fixed blur, so the edge
+  profiles the model is blind to do not dominate it.
 
 The reference (μ_real or G) is recomputed from the reward split every ``every`` steps, in eval
 mode, so the signal tracks the current model at a bounded cost.
@@ -18,23 +25,90 @@ mode, so the signal tracks the current model at a bounded cost.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
 from trainer.models import to_input
+
+KINDS = ("feature_distance", "grad_alignment", "realism")
+
+
+class Discriminator(nn.Module):
+    """Real or generated, given the class: a projection discriminator (Miyato & Koyama 2018) small
+    beside the task model — two 3×3 convs on a 14×14 view, so its cost per minibatch stays a few
+    percent of the training step's."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 8, hidden: int = 64):
+        super().__init__()
+        act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
+        self.body = nn.Sequential(
+            nn.AdaptiveAvgPool2d(14), nn.Conv2d(in_channels, width, 3, padding=1), act(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), act(), nn.Flatten(),
+            nn.Linear(2 * width * 49, hidden), act())
+        self.out = nn.Linear(hidden, 1)
+        self.embed = nn.Embedding(num_classes, hidden)
+        nn.init.zeros_(self.embed.weight)  # starts unconditional; the class term is learned
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        return self.out(h).squeeze(1) + (self.embed(y) * h).sum(1)
 
 
 class RealSignal:
     def __init__(self, kind: str, net, reward_x: np.ndarray, reward_y: np.ndarray, device: torch.device,
-                 num_classes: int, every: int = 50):
-        if kind not in ("feature_distance", "grad_alignment"):
+                 num_classes: int, every: int = 50, seed: int = 0):
+        if kind not in KINDS:
             raise ValueError(f"unknown signal '{kind}'")
         self.kind, self.net, self.device, self.num_classes, self.every = kind, net, device, num_classes, max(1, every)
         self.x = torch.from_numpy(reward_x)
         self.y = torch.from_numpy(reward_y.astype(np.int64))
         self.ref: torch.Tensor | None = None
         self.steps = 0
+        self.time_s = 0.0  # wall time spent computing the signal: its trainer-side cost
+        if kind == "realism":
+            gen = torch.Generator().manual_seed(seed)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                channels = 1 if self.x.dim() == 3 else self.x.shape[-1]
+                self.disc = Discriminator(channels, num_classes).to(device)
+            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=1e-3, betas=(0.5, 0.999))
+            self.real_in = self._view(to_input(self.x.to(device)))
+            self.real_y = self.y.to(device)
+            self.gen = gen
+            self.disc_loss: float | None = None
+
+    def _view(self, x: torch.Tensor) -> torch.Tensor:
+        """The task model's fixed input blur, if it has one (trainer/models.py)."""
+        if getattr(self.net, "input_blur", 0) > 0:
+            x = F.conv2d(x, self.net.blur_kernel, padding=self.net.blur_radius, groups=x.shape[1])
+        return x
+
+    def _realism(self, inputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Score the minibatch with the discriminator as it stands, then train it one step on
+        (up to) 64 real images against 64 of these generated ones."""
+        fake = self._view(inputs.detach())
+        self.disc.train(False)
+        with torch.no_grad():
+            score = self.disc(fake, y)
+        self.disc.train(True)
+        m = min(64, len(self.real_y), len(y))
+        i = torch.randint(len(self.real_y), (m,), generator=self.gen).to(self.device)
+        j = torch.randint(len(y), (m,), generator=self.gen).to(self.device)
+        logits = self.disc(torch.cat([self.real_in[i], fake[j]]), torch.cat([self.real_y[i], y[j]]))
+        # one-sided label smoothing (real = 0.9): a discriminator that wins outright saturates and
+        # scores every generated sample alike
+        target = torch.cat([torch.full((m,), 0.9), torch.zeros(m)]).to(logits)
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        self.disc_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.disc_opt.step()
+        self.disc_loss = float(loss.detach())
+        return score
 
     @torch.no_grad()
     def refresh(self) -> None:
@@ -56,9 +130,31 @@ class RealSignal:
         else:
             self.ref = torch.stack(grads).sum(0) / len(self.y)
 
+    def __call__(self, feats: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,
+                 inputs: torch.Tensor | None = None) -> np.ndarray:
+        """The signal of each generated sample of a minibatch, float32 [n]; ``inputs`` are the
+        model's inputs of those samples (``realism`` reads them)."""
+        t0 = time.perf_counter()
+        if self.kind == "realism":
+            if inputs is None:
+                raise ValueError("the realism signal needs the generated samples' inputs")
+            out = self._realism(inputs, y).float().cpu().numpy()
+        else:
+            out = self._model_signal(feats, logits, y)
+        self.time_s += time.perf_counter() - t0
+        return out
+
+    def summary(self) -> dict[str, float]:
+        """Figures for metrics.jsonl: the signal's cost and, for ``realism``, the discriminator's loss
+        (ln 2 ≈ 0.69 at chance; 0.16, the floor that label smoothing leaves, when it tells every
+        sample apart)."""
+        out = {"signal/time_s": round(self.time_s, 4)}
+        if self.kind == "realism" and self.disc_loss is not None:
+            out["signal/disc_loss"] = round(self.disc_loss, 4)
+        return out
+
     @torch.no_grad()
-    def __call__(self, feats: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-        """The signal of each generated sample of a minibatch, float32 [n]."""
+    def _model_signal(self, feats: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
         if self.ref is None or (self.kind == "grad_alignment" and self.steps % self.every == 0):
             self.refresh()
         self.steps += 1

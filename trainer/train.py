@@ -144,7 +144,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
         step = TrainStep(model, math.ceil(share / tc.batch_size) + 8, lr=tc.lr, weight_decay=tc.weight_decay)
         grid_images: list[np.ndarray] = []
         signal = None if wants == "none" else RealSignal(wants, net, reward_x, reward_y, device, num_classes,
-                                                         every=tc.signal_every)
+                                                         every=tc.signal_every, seed=cfg.seed)
         t_start = last_log = time.perf_counter()
         step_time = 0.0
         loss_ema = None
@@ -177,9 +177,10 @@ def train(cfg: RunConfig, controller: str) -> dict:
                 j = torch.randint(len(real[1]), (n_real,), generator=real_gen).to(device)
                 xb, y = torch.cat([xb, real[0][j]]), torch.cat([y, real[1][j]])
             if signal is not None:
-                feats = net.embed(to_input(xb))
+                inputs = to_input(xb)
+                feats = net.embed(inputs)
                 logits = net.head(feats)
-                sig = signal(feats[:n_gen], logits[:n_gen], y[:n_gen])
+                sig = signal(feats[:n_gen], logits[:n_gen], y[:n_gen], inputs[:n_gen])
             else:
                 logits, sig = model(to_input(xb)), None
             losses = step.loss(logits, y)
@@ -203,6 +204,8 @@ def train(cfg: RunConfig, controller: str) -> dict:
                     m.update({"reward/acc": r["acc"], "reward/acc_class": r["acc_class"]})
                     if signal is not None and signal.kind == "feature_distance":
                         signal.refresh()  # the real features' mean follows the model at each validation
+                if signal is not None:
+                    m.update(signal.summary())
                 history.append(m)
                 metrics_f.write(json.dumps(m) + "\n")
                 stream.report_metrics(m)

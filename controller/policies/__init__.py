@@ -30,7 +30,7 @@ import numpy as np
 
 from blender_gen.space import Param, ParamSpace
 
-NAMES = ("uniform", "bandit", "ppo", "match", "align")
+NAMES = ("uniform", "bandit", "ppo", "match", "align", "realism")
 
 
 def n_bins(p: Param, bins: int) -> int:
@@ -92,7 +92,8 @@ class Policy:
 
     name = "base"
     # what the trainer must compute per generated sample against the real reward split, besides
-    # its loss: "none", "feature_distance" (match) or "grad_alignment" (align); see protocol.SIGNALS
+    # its loss: "none", "feature_distance" (match), "grad_alignment" (align) or "realism" (realism);
+    # see protocol.SIGNALS
     signal = "none"
 
     def __init__(self, space: ParamSpace, bins: int = 8, options: Mapping[str, Any] | None = None, seed: int = 0):

@@ -49,10 +49,11 @@ class AlignArgs(PolicyArgs):
 class Align(Policy):
     name = "align"
     signal = "grad_alignment"
+    args_class = AlignArgs
 
     def __init__(self, space, bins=8, options=None, seed=0):
         super().__init__(space, bins, options, seed)
-        self.args = args_from(AlignArgs, self.options)
+        self.args = args_from(self.args_class, self.options)
         self.label = self.options.get("label_param", "label")
         lp = space[self.label]
         self.n_cls = lp.n_options
