@@ -5,7 +5,8 @@
                    [thresholds=[90,95,97,98]] [report_only=true]
 
 An arm is a policy name, or ``NAME:POLICY+OVERRIDE+...`` for a policy with overrides of its own,
-e.g. ``wide:uniform+scene=mnist2d_wide`` or ``fewreal:uniform+trainer.real_data=reward``. Each
+e.g. ``wide:uniform+scene=mnist2d_wide`` or ``fewreal:uniform+trainer.real_data=reward``;
+``random_search`` in place of a policy runs the random-search baseline (controller/random_search.py). Each
 (arm, seed) is one ordinary ``otfgen`` run in ``<out>/<arm>/seed<s>``, one after the other (runs
 in parallel would compete for the same cores and distort the wall times compared), with seeds
 ``seed_offset`` … ``seed_offset + seeds - 1``. Their ``metrics.jsonl`` files are then read back
@@ -30,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from controller import random_search
 
 BASELINE = "uniform"
 DEFAULT_THRESHOLDS = (90.0, 95.0, 97.0, 98.0)  # validation accuracy, %
@@ -109,7 +112,7 @@ def parse_args(argv: list[str]) -> Args:
         raise SystemExit(f"otfgen-compare: arm names must be distinct, got {names}")
     from controller.policies import NAMES
 
-    unknown = [arm_spec(a)[1] for a in args.policies if arm_spec(a)[1] not in NAMES]
+    unknown = [arm_spec(a)[1] for a in args.policies if arm_spec(a)[1] not in (*NAMES, random_search.NAME)]
     if unknown:  # before any run starts, not after the first one fails
         raise SystemExit(f"otfgen-compare: unknown policies {unknown}; available: {list(NAMES)}")
     if args.baseline not in names and len(names) > 1:
@@ -129,10 +132,20 @@ def run_dir(out: Path, policy: str, seed: int) -> Path:
 
 
 def run_one(out: Path, arm: str, seed: int, overrides: list[str], tail_lines: int = 25) -> dict:
-    """One ``otfgen`` run as a subprocess; returns (and stores beside its metrics) what happened."""
+    """One arm's run for one seed; returns (and stores beside its metrics) what happened."""
     arm, policy, own = arm_spec(arm)
-    overrides = [*overrides, *own]
     rdir = run_dir(out, arm, seed)
+    if policy == random_search.NAME:
+        launch = lambda d, ov: _launch(d, arm, "uniform", seed, ov, tail_lines)  # noqa: E731
+        rec = random_search.run(rdir, seed, [*overrides, *own], launch, load_metrics)
+        rec.update(policy=arm, seed=seed)
+        (rdir / RUN_RECORD).write_text(json.dumps({k: v for k, v in rec.items() if k != "tail"}, indent=1))
+        return rec
+    return _launch(rdir, arm, policy, seed, [*overrides, *own], tail_lines)
+
+
+def _launch(rdir: Path, arm: str, policy: str, seed: int, overrides: list[str], tail_lines: int = 25) -> dict:
+    """One ``otfgen`` run as a subprocess in ``rdir``."""
     rdir.mkdir(parents=True, exist_ok=True)
     # the trainer and controller append to metrics.jsonl: a stale one from an earlier attempt
     # would be mixed into this run's curve

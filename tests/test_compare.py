@@ -181,3 +181,54 @@ def test_paired_difference_and_its_interval(tmp_path):
     assert rows["noisy"]["headroom_closed"] == pytest.approx(0.2)
     text = compare.write_results(result, tmp_path)
     assert "better − uniform: +1.00 [" in text and "closes 20% of the headroom" in text
+
+
+def test_random_search_boxes_lie_in_the_prior_and_pass_the_config_check():
+    from controller import config, random_search
+
+    cfg = config.compose(["scene=mnist2d_wide"])
+    boxes = random_search.draw_boxes(cfg.scene.params, "label", 6, seed=3)
+    assert len(boxes) == 6 and boxes != random_search.draw_boxes(cfg.scene.params, "label", 6, seed=4)
+    assert boxes == random_search.draw_boxes(cfg.scene.params, "label", 6, seed=3)  # a seed's boxes replay
+    widths = []
+    for box in boxes:
+        assert not any(o.startswith("scene.params.label.") for o in box)  # classes stay whole
+        narrowed = config.compose(["scene=mnist2d_wide", *box])
+        config.check(narrowed)  # inside the family's declaration, defaults inside the box
+        for name, p in narrowed.scene.params.items():
+            prior = cfg.scene.params[name]
+            if p["kind"] == "float" and prior["high"] > prior["low"]:
+                assert prior["low"] <= p["low"] < p["high"] <= prior["high"]
+                widths.append((p["high"] - p["low"]) / (prior["high"] - prior["low"]))
+            if p["kind"] == "choice":
+                assert 1 <= len(p["choices"]) and set(p["choices"]) <= set(prior["choices"])
+    assert 0.1 < min(widths) and np.mean(widths) < 0.9  # real sub-boxes, not the whole prior
+
+
+def test_random_search_trains_the_best_probe_box_with_the_rest_of_the_budget(tmp_path):
+    from controller import random_search
+
+    launched = []
+
+    def launch(rdir, overrides):
+        launched.append((rdir, overrides))
+        rdir.mkdir(parents=True, exist_ok=True)
+        i = len(launched) - 1
+        acc = [0.3, 0.8, 0.5][i] if i < 3 else 0.9
+        (rdir / "metrics.jsonl").write_text(json.dumps({"train/samples": 1, "val/acc": acc, "reward/acc": acc}) + "\n")
+        return {"ok": True, "returncode": 0, "wall_s": 10.0}
+
+    ov = ["scene=mnist2d_wide", "budget.samples=20000", "trainer.reward_split=0.1",
+          "search.boxes=3", "search.probe_samples=4000"]
+    rec = random_search.run(tmp_path / "seed0", 0, ov, launch, compare.load_metrics)
+    assert len(launched) == 4 and rec["ok"] and rec["wall_s"] == 40.0
+    probes, final = launched[:3], launched[3]
+    assert all("budget.samples=4000" in o for _, o in probes)
+    assert "budget.samples=8000" in final[1]  # 20000 - 3 × 4000: every probe sample counted
+    assert not any(o.startswith("search.") for _, ov_ in launched for o in ov_)
+    chosen = [o for o in probes[1][1] if o.startswith("scene.params.")]
+    assert chosen and [o for o in final[1] if o.startswith("scene.params.")] == chosen  # box 1 had 0.8
+    record = json.loads((tmp_path / "seed0" / "search.json").read_text())
+    assert record["chosen"] == 1 and [b["reward_acc"] for b in record["boxes"]] == [0.3, 0.8, 0.5]
+    with pytest.raises(SystemExit, match="needs budget.samples"):
+        random_search.run(tmp_path / "s1", 0, [*ov[:1], "budget.samples=10000", *ov[2:]], launch, compare.load_metrics)
