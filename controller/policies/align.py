@@ -44,6 +44,14 @@ class AlignArgs(PolicyArgs):
     """cells per (class, parameter bin); false: per parameter bin only"""
     steer_label: bool = False
     """also steer the class distribution (else uniform over classes)"""
+    model: str = "average"
+    """how a cell's value is estimated: "average" (one moving average per cell, alone) or
+    "additive" (per class, a ridge regression of the signal on every parameter's bins at once,
+    so each parameter's effect is measured with the others' explained away)"""
+    forget: float = 0.05
+    """additive model: the weight of older requests shrinks by this share per request"""
+    ridge: float = 4.0
+    """additive model: ridge penalty, in samples' worth of evidence per coefficient"""
 
 
 class Align(Policy):
@@ -64,6 +72,16 @@ class Align(Policy):
         self.cls_avg = np.full(self.n_cls, np.nan)
         self.var = None  # moving average of the per-sample variance of the signal
         self.observed = 0
+        if self.args.model not in ("average", "additive"):
+            raise ValueError(f"policy.options.model={self.args.model!r}: expected 'average' or 'additive'")
+        if self.args.model == "additive":
+            # one design column per (parameter, bin) plus an intercept; per class (one row when not joint)
+            self.offsets = np.cumsum([1] + [self.k[n] for n in self.names])
+            d = int(self.offsets[-1])
+            self.xtx = np.zeros((rows, d, d))
+            self.xty = np.zeros((rows, d))
+            self.yty = np.zeros(rows)
+            self.cnt = np.zeros(rows)
 
     def _class_index(self, params) -> np.ndarray:
         p = self.space[self.label]
@@ -78,6 +96,10 @@ class Align(Policy):
         self.var = v if self.var is None else self.var + self.args.rate * (v - self.var)
         c = self._class_index(params)
         self._update(self.cls_avg[None, :], c, s, self.n_cls)
+        if self.args.model == "additive":
+            self._fit(params, c, s)
+            self.observed += 1
+            return
         for n in self.names:
             b = bin_index(self.space[n], params[n], self.k[n])
             rows = self.avg[n].shape[0]
@@ -92,6 +114,39 @@ class Align(Policy):
         mean = np.bincount(cell, weights=values, minlength=size)[seen] / cnt[seen]
         cur = flat[seen]
         flat[seen] = np.where(np.isnan(cur), mean, cur + self.args.rate * (mean - cur))
+
+    def _fit(self, params, c: np.ndarray, s: np.ndarray) -> None:
+        x = np.zeros((len(s), int(self.offsets[-1])))
+        x[:, 0] = 1.0
+        for j, n in enumerate(self.names):
+            x[np.arange(len(s)), self.offsets[j] + bin_index(self.space[n], params[n], self.k[n])] = 1.0
+        keep = 1.0 - self.args.forget
+        self.xtx *= keep
+        self.xty *= keep
+        self.yty *= keep
+        self.cnt *= keep
+        rows = c if self.xtx.shape[0] > 1 else np.zeros_like(c)
+        for r in np.unique(rows):
+            m = rows == r
+            self.xtx[r] += x[m].T @ x[m]
+            self.xty[r] += x[m].T @ s[m]
+            self.yty[r] += s[m] @ s[m]
+            self.cnt[r] += m.sum()
+
+    def _additive_effects(self) -> tuple[np.ndarray, float]:
+        """Per row the ridge coefficients [rows, d], and the residual std of the signal around the fit
+        (pooled over rows): the noise an effect is measured against. Refitted once per observation."""
+        if getattr(self, "_fit_at", None) == self.observed:
+            return self._fitted
+        d = self.xtx.shape[1]
+        pen = self.args.ridge * np.eye(d)
+        pen[0, 0] = 1e-6  # the intercept is not shrunk
+        beta = np.stack([np.linalg.solve(a + pen, b) for a, b in zip(self.xtx, self.xty)])
+        # residual sum of squares of the fit, Σ(s − xβ)² = sᵀs − 2βᵀXᵀs + βᵀXᵀXβ
+        rss = self.yty - 2 * np.einsum("rd,rd->r", beta, self.xty) + np.einsum("rd,rde,re->r", beta, self.xtx, beta)
+        resid = float(max(rss.sum(), 0.0) / max(self.cnt.sum(), 1.0))
+        self._fit_at, self._fitted = self.observed, (beta, np.sqrt(resid) + 1e-12)
+        return self._fitted
 
     def _row_probs(self, row: np.ndarray) -> np.ndarray:
         if np.all(np.isnan(row)):
@@ -108,7 +163,7 @@ class Align(Policy):
         # exactly these weights), and a joint action has a row per class for every parameter
         action = {self.label: _rounded(self._row_probs(self.cls_avg))} if self.args.steer_label else {}
         for n in self.names:
-            rows = [_rounded(self._row_probs(r)) for r in self.avg[n]]
+            rows = [_rounded(p) for p in self.joint_probs(n)]
             if len(rows) > 1:
                 action[f"{n}|{self.label}"] = rows
             else:
@@ -119,11 +174,19 @@ class Align(Policy):
         """Per parameter: the class-averaged distribution over bins (what the plots show)."""
         out = {self.label: self._row_probs(self.cls_avg)}
         for n in self.names:
-            out[n] = np.mean([self._row_probs(r) for r in self.avg[n]], axis=0)
+            out[n] = self.joint_probs(n).mean(0)
         return out
 
     def joint_probs(self, name: str) -> np.ndarray:
         """[classes, bins] of one parameter (one row when not joint)."""
+        if self.args.model == "additive":
+            if self.observed < self.args.warmup_requests:
+                return np.full((self.xtx.shape[0], self.k[name]), 1.0 / self.k[name])
+            beta, sd = self._additive_effects()
+            j = self.names.index(name)
+            eff = beta[:, self.offsets[j]:self.offsets[j + 1]]
+            eff = (eff - eff.mean(1, keepdims=True)) / sd
+            return np.stack([boltzmann(e, self.args.temperature, self.args.floor) for e in eff])
         return np.stack([self._row_probs(r) for r in self.avg[name]])
 
 

@@ -23,7 +23,11 @@ from controller.policies.align import Align, AlignArgs
 
 @dataclass(frozen=True)
 class RealismArgs(AlignArgs):
-    pass
+    model: str = "additive"
+    """"additive" (per class, a ridge regression of the signal on every parameter's bins at once)
+    or "average" (one moving average per cell): the discriminator's verdict on an inverted image
+    is so strong that, judged against the spread it leaves, every other parameter's cell averages
+    looked like noise (the first try, docs/experiments.md)"""
 
 
 class Realism(Align):
