@@ -48,6 +48,7 @@ class Child:
     restarts: int = 0
     restart_at: float | None = None
     given_up: bool = False
+    finished: bool = False  # exited 0: stopped by the controller at the end of training
 
 
 class LocalCluster:
@@ -151,6 +152,10 @@ class LocalCluster:
                 if code is None:
                     alive += 1
                     continue
+                if code == 0:  # a worker exits 0 only when the controller told it training is over
+                    child.given_up = child.finished = True
+                    log.info("%s: stopped (training finished)", child.name)
+                    continue
                 if code == 2:  # the worker's "cannot run as configured" (its log says why): no retry helps
                     log.error("%s cannot start as configured (exit 2, see its error above); stopping", child.name)
                     return 1
@@ -165,7 +170,8 @@ class LocalCluster:
                 log.warning("%s exited (%s); its requests will be re-issued; restart in %.0f s",
                             child.name, _describe(code), delay)
                 alive += 1
-            if alive == 0 and self.cfg.launcher.workers > 0:
+            finished = any(c.finished for c in self.children.values())
+            if alive == 0 and self.cfg.launcher.workers > 0 and not finished:
                 log.error("no worker left alive; stopping")
                 return 1
 
