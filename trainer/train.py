@@ -113,6 +113,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
     metrics_f = open(run_dir / "metrics.jsonl" if main_rank else os.devnull, "a", buffering=1)
     history = []
     with stream:
+        stream.start()
         # what the family renders and what the policy needs: from the controller, not from config
         num_classes = stream.info["num_classes"]
         image_shape = tuple(stream.info["image_shape"])
