@@ -307,7 +307,8 @@ class Controller:
         self.finished = len(self.finished_ranks) >= self.ledger.world
 
     def _metrics(self) -> dict:
-        return {**self.ledger.summary(), "ctrl/rejected": self.rejects.total, "time": time.time(),
+        # step: samples delivered to the trainer, the x axis of the trainer's rows too
+        return {"step": self.ledger.delivered_samples, **self.ledger.summary(), "ctrl/rejected": self.rejects.total, "time": time.time(),
                 **self.policy.summary()}
 
 
