@@ -4,6 +4,7 @@ second pass, a stream left unclosed. Each starts a real controller and workers (
 import hashlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -17,9 +18,19 @@ from torch.utils.data import DataLoader
 from conftest import ROOT, proc_cmdlines
 from trainer.stream import Stream, StreamError
 
-pytestmark = pytest.mark.slow
-
 SMALL = ["controller.request_size=256", "trainer.batch_size=128", "launcher.workers=1"]
+
+
+def test_an_unstarted_stream_pickles_for_dataloader_workers_and_reports_need_a_batch():
+    s = Stream("tcp://127.0.0.1:1", samples=100)
+    copy = pickle.loads(pickle.dumps(s))  # what spawn and forkserver do with a DataLoader's dataset
+    assert (copy.controller, copy.samples, copy._passes) == (s.controller, 100, s._passes)
+    with pytest.raises(StreamError, match="num_workers>0"):
+        s.report(torch.zeros(4))
+    s.close()
+    assert not os.path.exists(s._passes)
+    with pytest.raises(StreamError, match="closed"):
+        next(iter(s))
 
 
 def _final_probs(run_dir):
@@ -27,6 +38,7 @@ def _final_probs(run_dir):
     return [r for r in rows if "policy/probs" in r][-1]["policy/probs"]
 
 
+@pytest.mark.slow
 def test_report_from_a_plain_user_loop_moves_a_learning_policy(tmp_path):
     """bandit, driven by ``stream.report(losses)`` from ``for x, y in DataLoader(stream)``: the
     losses of class 3 fall (learning progress) while the others stay flat, so the policy moves
@@ -44,6 +56,7 @@ def test_report_from_a_plain_user_loop_moves_a_learning_policy(tmp_path):
     assert np.mean(threes[-24:]) > 0.3 > np.mean(threes[:16]), threes  # uniform at first: 10%
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", ["spawn", "fork"])
 def test_dataloader_workers_share_the_stream_exactly_once(tmp_path, start):
     """num_workers=2 with spawn (the default from Python 3.14) or fork: each worker opens its own sockets
@@ -71,6 +84,7 @@ def test_dataloader_workers_share_the_stream_exactly_once(tmp_path, start):
     assert all(abs(p - 0.1) < 1e-6 for p in _final_probs(tmp_path)["label"])
 
 
+@pytest.mark.slow
 def test_a_second_pass_is_a_clear_error(tmp_path):
     with Stream.local([f"run_dir={tmp_path}", "budget.samples=512", *SMALL]) as stream:
         first = sum(len(y) for _, y in DataLoader(stream, batch_size=None))
@@ -105,6 +119,7 @@ print(json.dumps({"first": first, "left_after_drop": left_after_drop, "second": 
 """
 
 
+@pytest.mark.slow
 def test_a_stream_never_closed_stops_its_processes(tmp_path, env):
     """Stream.local without ``with``: a stream that is dropped stops its controller and workers
     at once (not at interpreter exit); one still held stops them when the interpreter exits."""

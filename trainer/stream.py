@@ -95,6 +95,7 @@ class _Receiver:
         self.q: queue.Queue[_Received] = queue.Queue(maxsize=queue_size)
         self.stop_event = threading.Event()
         self.ready = threading.Event()
+        self.error: str | None = None  # why the thread stopped before the controller's info came
         self.duplicates = 0
         self.pull_endpoint: str | None = None
         self.ctx = zmq.Context()  # our own: a forked DataLoader worker must not share its parent's
@@ -126,6 +127,13 @@ class _Receiver:
             self.ctx.term()  # every socket is closed: returns at once
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception as e:  # e.g. a bind that cannot work: said at once, not after data_timeout_s
+            self.error = f"the stream's receiver stopped: {type(e).__name__}: {e}"
+            self.ready.set()
+
+    def _serve(self) -> None:
         ctx = self.ctx
         seen: set[int] = set()
         pending: _Received | None = None
@@ -332,6 +340,9 @@ class Stream(IterableDataset):
         if not rx.ready.wait(self.data_timeout_s):
             self._stop_receiver(finished=False)
             raise StreamError(f"no answer from controller {self.controller} within {self.data_timeout_s:.0f} s")
+        if rx.error:
+            self._stop_receiver(finished=False)
+            raise StreamError(rx.error)
         return self
 
     @property
@@ -455,7 +466,7 @@ class Stream(IterableDataset):
                 return rx.q.get(timeout=0.1)
             except queue.Empty:
                 if not rx.alive():
-                    raise StreamError("the stream's receiver thread has stopped") from None
+                    raise StreamError(rx.error or "the stream's receiver thread has stopped") from None
                 if time.monotonic() > deadline:
                     raise StreamError(f"no data for {self.data_timeout_s:.0f} s (are workers running? "
                                       f"controller {self.controller})") from None
@@ -477,7 +488,8 @@ class Stream(IterableDataset):
         built-in models. ``bandit`` and ``ppo`` need only the losses.
         """
         if self._last is None:
-            raise StreamError(FEEDBACK_NEEDS_OWN_ITERATION)
+            raise StreamError("stream.report(): the stream's pass has ended, no batch to attach losses to"
+                              if self.consumed else FEEDBACK_NEEDS_OWN_ITERATION)
         self.report_losses(self._last, _numpy(losses), None if signal is None else _numpy(signal))
 
     def report_losses(self, batch: Batch, losses: np.ndarray, signal: np.ndarray | None = None) -> None:
