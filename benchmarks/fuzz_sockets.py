@@ -295,7 +295,7 @@ def main() -> None:
     rss["after worker flood"] = rss_kib()
 
     # -- afterwards: real traffic ---------------------------------------------------------------
-    alive = {"controller ROUTER": ct.is_alive(), "stream PULL": stream._thread.is_alive(),
+    alive = {"controller ROUTER": ct.is_alive(), "stream PULL": stream._owned.rx is not None and stream._owned.rx.alive(),
              "worker DEALER": fwt.is_alive()}
     space = ParamSpace.from_mapping(space_map)
     params, seeds = space.sample(None, 12345, 256)

@@ -3,16 +3,42 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+# the launcher names each child's log file in <run>/ (controller.log, worker-0.log, trainer.log)
+LOG_FILE_ENV = "OTFGEN_LOG_FILE"
+CONSOLE = "console"  # the name of the stderr handler (the trainer's progress bar writes around it)
 CANNOT_RUN = 2  # a setting, a file or a key that cannot work: the process says which and stops
 INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 
 
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+def setup_logging(log_file: str | Path | None = None) -> None:
+    """INFO and above to stderr and, when given (or named by $OTFGEN_LOG_FILE), appended to a file,
+    both in LOG_FORMAT; an uncaught exception is logged too, so its traceback reaches the file."""
+    log_file = log_file or os.environ.get(LOG_FILE_ENV) or None
+    console = logging.StreamHandler()
+    console.set_name(CONSOLE)
+    handlers: list[logging.Handler] = [console]
+    if log_file:
+        log_file = Path(log_file)
+        rank = os.environ.get("RANK")  # torchrun: every data-parallel rank gets its own file
+        if rank not in (None, "0"):
+            log_file = log_file.with_name(f"{log_file.stem}.rank{rank}{log_file.suffix}")
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=handlers, force=True)
+
+    def log_uncaught(kind, value, tb):
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, value, tb)
+        else:
+            logging.getLogger("otfgen").critical("uncaught exception", exc_info=(kind, value, tb))
+
+    sys.excepthook = log_uncaught
 
 
 def exit_with(fn: Callable[[], int | None], errors: tuple[type[BaseException], ...], log: logging.Logger) -> None:

@@ -71,6 +71,8 @@ class LauncherCfg:
     workers: int = 2
     max_restarts: int = 3
     start_timeout_s: float = 60.0
+    # the trainer's progress bar with an ETA when stderr is a terminal (tqdm); off, or not on a
+    # terminal: a plain line every trainer.log_every_s (always in <run>/trainer.log)
     progress: bool = True
     # a Blender executable to run workers under (its bundled Python) instead of this Python's bpy
     blender: Optional[str] = None
@@ -116,6 +118,8 @@ class TrainerCfg:
     real_per_class: int = 10
     real_fraction: float = 0.25  # share of each minibatch drawn (with replacement) from the real images
     log_every_s: float = 10.0
+    # also write scalars and sample grids for TensorBoard to <run>/tensorboard (extra: tensorboard)
+    tensorboard: bool = False
     # share of the validation set kept for the policy's feedback (per-class accuracy, real features);
     # val/... figures are then reported on the remaining part only
     reward_split: float = 0.0

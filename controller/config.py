@@ -239,6 +239,11 @@ def check(cfg: RunConfig) -> None:
         path = getattr(cfg.trainer, key)
         if path not in (None, BUILTIN, "stream", "reward") and not Path(path).expanduser().exists():
             raise ConfigError(f"trainer.{key}: data path '{path}' does not exist")
+    if cfg.trainer.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("trainer.tensorboard=true needs the tensorboard package (pip install 'otfgen[tensorboard]')")
     if not 0.0 <= cfg.trainer.reward_split < 1.0:
         raise ConfigError("trainer.reward_split must be in [0, 1)")
     if cfg.trainer.real_data == "reward" and cfg.trainer.reward_split <= 0:

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from configs import cli
 from controller import config as config_mod
 from configs.schema import RunConfig
 
@@ -64,7 +65,7 @@ class LocalCluster:
         self.endpoint: str | None = None
 
     def _spawn(self, child: Child) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{cli.LOG_FILE_ENV: str(self.run_dir / f"{child.name}.log")})
         if child.name != "trainer":
             # one BLAS thread per controller and worker process (unless the user chose): each is
             # one process per core's worth of work already, and OpenBLAS threads spinning against
@@ -246,6 +247,7 @@ def _hydra_main() -> int:
         try:
             cfg = config_mod.with_run_dir(config_mod.from_hydra(dcfg), HydraConfig.get().runtime.output_dir)
             config_mod.check(cfg)  # fail here, with the key's name, not inside a child process
+            cli.setup_logging(Path(cfg.run_dir) / "launcher.log")  # as every child: <run>/<name>.log
         except (config_mod.ConfigError, ValueError, LookupError) as e:
             result["code"] = _startup_error(e)
             return
@@ -259,7 +261,7 @@ STARTUP_ERROR = 2  # every configuration error found before a process starts
 
 
 def _startup_error(e: Exception) -> int:
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    cli.setup_logging()
     log.error("configuration error: %s", e)
     return STARTUP_ERROR
 

@@ -94,6 +94,7 @@ class Controller:
         self.finished_ranks: set[int] = set()
         self.rejects = protocol.RejectCounter()
         self.finished = False
+        self.fed = 0  # delivered requests that came with per-sample losses: the policy's feedback
 
     @property
     def workers(self) -> dict[bytes, WorkerState]:
@@ -161,6 +162,10 @@ class Controller:
                 log.info("controller: finished; issued %d requests (%d re-issued, %d failed), "
                          "delivered %d; rejected %d messages %s", self.ledger.next_id, self.ledger.reissued,
                          self.ledger.failed, self.ledger.delivered, self.rejects.total, dict(self.rejects))
+                if self.fed == 0 and cfg.policy.name != "uniform" and self.ledger.delivered:
+                    log.warning("controller: policy=%s received no per-sample losses, so it never learned "
+                                "and kept its starting distribution all run; a loop of your own feeds it with "
+                                "stream.report(losses)", cfg.policy.name)
                 return 0
             finally:
                 plog.close()
@@ -290,6 +295,7 @@ class Controller:
         if msg["samples"] != req.n or not np.all(np.isfinite(losses)):
             self.rejects["bad_losses"] += 1
             return
+        self.fed += 1
         self.policy.observe(req.action, req.params, losses, signal)
 
     def _on_metrics(self, ident: bytes, msg) -> None:
@@ -301,7 +307,8 @@ class Controller:
         self.finished = len(self.finished_ranks) >= self.ledger.world
 
     def _metrics(self) -> dict:
-        return {**self.ledger.summary(), "ctrl/rejected": self.rejects.total, "time": time.time(),
+        # step: samples delivered to the trainer, the x axis of the trainer's rows too
+        return {"step": self.ledger.delivered_samples, **self.ledger.summary(), "ctrl/rejected": self.rejects.total, "time": time.time(),
                 **self.policy.summary()}
 
 

@@ -2,18 +2,26 @@
 
 A receiver thread owns the two sockets (a PULL the workers push batches to, a DEALER to the
 controller), decodes and checks each batch, drops request ids it has already seen (re-issued
-requests arrive twice at most; the first copy wins), acknowledges delivery to the controller at
-once, and hands batches to the consuming thread through a bounded queue, so receiving overlaps
-the training step. The consumer talks back (per-sample losses, validation metrics) through an
-inproc PAIR socket it owns: no socket is ever used by two threads.
+requests arrive twice at most; the first copy wins), and hands batches to the consuming thread
+through a bounded queue, so receiving overlaps the training step. The consumer talks back
+(per-sample losses, validation metrics) through an inproc PAIR socket it owns: no socket is
+ever used by two threads.
+
+Sockets are opened lazily, in the process that iterates: a DataLoader with ``num_workers=N``
+(any start method) gives each worker its own sockets, registered with the controller as one
+trainer rank each, so the controller sends every request to exactly one worker; each worker
+takes ``samples // N`` (the controller's ``budget // N``; a remainder is not generated).
 
 Library use::
 
+    with Stream.local(["budget.samples=50000", "policy=bandit"]) as stream:  # starts controller + workers
+        for x, y in DataLoader(stream, batch_size=None):   # x float [B,1,28,28] in [0,1], y int64 [B]
+            losses = F.cross_entropy(model(x), y, reduction="none")
+            stream.report(losses)            # the policy learns from them (num_workers=0 only)
+            losses.mean().backward(); ...
     stream = Stream.connect("tcp://127.0.0.1:5555", batch_size=128, samples=100_000)
-    for x, y in DataLoader(stream, batch_size=None):   # x float [B,1,28,28] in [0,1], y int64 [B]
-        ...
-    # or let it start a controller and workers itself:
-    with Stream.local(["budget.samples=50000", "launcher.workers=2"]) as stream: ...
+
+The stream is one pass: iterating it a second time raises ``StreamError``.
 """
 
 from __future__ import annotations
@@ -21,9 +29,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import os
 import queue
+import shutil
+import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -37,6 +49,11 @@ from trainer.models import to_input
 
 log = logging.getLogger("otfgen.stream")
 _instances = itertools.count()
+
+FEEDBACK_NEEDS_OWN_ITERATION = (
+    "stream.report() attaches losses to the batch this process last took from the stream, and this "
+    "process has taken none: with DataLoader(num_workers>0) the batches come from worker processes and "
+    "the policy gets no feedback; use num_workers=0 (the stream already receives in a background thread)")
 
 
 class StreamError(RuntimeError):
@@ -62,100 +79,62 @@ class _Received:
     received_at: float = field(default_factory=time.monotonic)
 
 
-class Stream(IterableDataset):
-    def __init__(self, controller: str, batch_size: int = 128, samples: int | None = None,
-                 bind: str = "tcp://127.0.0.1", queue_size: int = 8, data_timeout_s: float = 60.0,
-                 on_request=None, keys: str | None = None, advertise: str | None = None,
-                 rank: int = 0, world: int = 1):
-        super().__init__()
-        self.controller, self.batch_size, self.samples = controller, batch_size, samples
-        self.bind, self.data_timeout_s = bind, data_timeout_s
-        self.advertise = advertise  # the host workers use to reach the PULL socket
-        self.rank, self.world = rank, world  # data-parallel trainers: each rank registers its own PULL
-        # checked here, in the caller's thread: a bad key or a public bind without keys fails loudly
-        self._keys = security.for_endpoint(keys, "trainer.bind", bind, server=True)
-        if self._keys is None and not security.is_private(controller):
-            raise security.KeysError(f"controller {controller} is not on this machine: CurveZMQ keys are required "
-                                     "(controller.keys=DIR)")
-        self.on_request = on_request  # called with (request_id, n, digest, worker) on each new request
-        self._q: queue.Queue[_Received] = queue.Queue(maxsize=queue_size)
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pair: zmq.Socket | None = None
-        self._inproc = f"inproc://otfgen-stream-{next(_instances)}"
-        self._losses: np.ndarray | None = None  # [2, n] of the request being consumed
-        self._loss_seen = 0
-        self._has_signal = False
-        self.info: dict[str, Any] = {}  # the controller's info: family, num_classes, image_shape, signal
-        self.pull_endpoint: str | None = None
-        self.rejects = protocol.RejectCounter()
+class _Receiver:
+    """One iterating process's sockets: the receiver thread (PULL, DEALER) and the consumer's PAIR.
+
+    The thread holds this object, never the ``Stream``, so a stream nobody holds any more is
+    collected, and its finaliser stops the thread and the processes ``Stream.local`` started.
+    """
+
+    def __init__(self, controller: str, bind: str, keys, advertise: str | None, rank: int, world: int,
+                 queue_size: int, info: dict, rejects: protocol.RejectCounter):
+        self.controller, self.bind, self.keys, self.advertise = controller, bind, keys, advertise
+        self.rank, self.world = rank, world
+        self.info, self.rejects = info, rejects
+        self.pid = os.getpid()
+        self.q: queue.Queue[_Received] = queue.Queue(maxsize=queue_size)
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self.error: str | None = None  # why the thread stopped before the controller's info came
         self.duplicates = 0
-        self.consumed = 0
-        self.wait_s = 0.0
-        self._error: str | None = None
-        self._launcher = None
+        self.pull_endpoint: str | None = None
+        self.ctx = zmq.Context()  # our own: a forked DataLoader worker must not share its parent's
+        self.inproc = f"inproc://otfgen-stream-{next(_instances)}"
+        self.pair = self.ctx.socket(zmq.PAIR)
+        self.pair.setsockopt(zmq.LINGER, 1000)
+        self.pair.bind(self.inproc)
+        self.thread = threading.Thread(target=self._run, name="otfgen-stream", daemon=True)
+        self.thread.start()
 
-    # -- construction ---------------------------------------------------------------------------
-    @classmethod
-    def connect(cls, controller: str, **kwargs) -> "Stream":
-        return cls(controller, **kwargs)
+    def send(self, kind: str, fields=None, arrays=None) -> None:
+        if self.pair is not None:
+            self.pair.send_multipart(protocol.encode(kind, fields, arrays), copy=False)
 
-    @classmethod
-    def local(cls, overrides: list[str] | None = None, **kwargs) -> "Stream":
-        """Start a controller and workers on this machine (Hydra overrides as for ``otfgen``)."""
-        from controller.config import compose, default_run_dir, with_run_dir
-        from controller.launcher import LocalCluster
+    def alive(self) -> bool:
+        return self.thread.is_alive()
 
-        cfg = compose(list(overrides or []))
-        cfg = with_run_dir(cfg, cfg.run_dir or default_run_dir("stream"))
-        cluster = LocalCluster(cfg)
-        endpoint = cluster.start_controller_and_workers()
-        kwargs.setdefault("batch_size", cfg.trainer.batch_size)
-        kwargs.setdefault("samples", cfg.budget.samples)
-        s = cls(endpoint, **kwargs)
-        s._launcher = cluster
-        return s
+    def stop(self) -> None:
+        """Stop the thread (it flushes what the consumer sent last) and close every socket."""
+        if os.getpid() != self.pid:
+            return  # a forked copy: the sockets and the thread are the parent's
+        self.stop_event.set()
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout=5)
+        if self.pair is not None:
+            self.pair.close()
+            self.pair = None
+        if not self.thread.is_alive():
+            self.ctx.term()  # every socket is closed: returns at once
 
-    # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> "Stream":
-        if self._thread is not None:
-            return self
-        ctx = zmq.Context.instance()
-        self._pair = ctx.socket(zmq.PAIR)
-        self._pair.setsockopt(zmq.LINGER, 1000)
-        self._pair.bind(self._inproc)
-        self._thread = threading.Thread(target=self._run, name="otfgen-stream", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(self.data_timeout_s):
-            self.close()
-            raise StreamError(f"no answer from controller {self.controller} within {self.data_timeout_s:.0f} s")
-        if self._error:
-            raise StreamError(self._error)
-        return self
-
-    def close(self, finished: bool = True) -> None:
-        if self._pair is not None and finished and self._thread is not None and self._thread.is_alive():
-            self._send_back("finished", {"samples": self.consumed})
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self._pair is not None:
-            self._pair.close()
-            self._pair = None
-        if self._launcher is not None:
-            self._launcher.stop()
-            self._launcher = None
-
-    def __enter__(self) -> "Stream":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # -- the receiver thread (owns the PULL and the DEALER) -------------------------------------
     def _run(self) -> None:
-        ctx = zmq.Context.instance()
+        try:
+            self._serve()
+        except Exception as e:  # e.g. a bind that cannot work: said at once, not after data_timeout_s
+            self.error = f"the stream's receiver stopped: {type(e).__name__}: {e}"
+            self.ready.set()
+
+    def _serve(self) -> None:
+        ctx = self.ctx
         seen: set[int] = set()
         pending: _Received | None = None
         with ctx.socket(zmq.PULL) as pull, ctx.socket(zmq.DEALER) as dealer, ctx.socket(zmq.PAIR) as pair:
@@ -164,12 +143,12 @@ class Stream(IterableDataset):
             pull.setsockopt(zmq.RCVHWM, 8)
             pull.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
             dealer.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_CONTROL_FRAME_BYTES)
-            pair.connect(self._inproc)
+            pair.connect(self.inproc)
             auth = None
-            if self._keys is not None:  # workers' PUSH and our DEALER authenticate with CurveZMQ
-                auth = security.start_authenticator(ctx, self._keys)
-                security.make_server(pull, self._keys)
-                security.make_client(dealer, self._keys)
+            if self.keys is not None:  # workers' PUSH and our DEALER authenticate with CurveZMQ
+                auth = security.start_authenticator(ctx, self.keys)
+                security.make_server(pull, self.keys)
+                security.make_client(dealer, self.keys)
             if self.bind.startswith("tcp://") and self.bind.count(":") == 1:
                 port = pull.bind_to_random_port(self.bind)
                 self.pull_endpoint = f"{self.bind}:{port}"
@@ -184,10 +163,10 @@ class Stream(IterableDataset):
             poller.register(dealer, zmq.POLLIN)
             poller.register(pair, zmq.POLLIN)
             pull_registered = False
-            while not self._stop.is_set():
+            while not self.stop_event.is_set():
                 if pending is not None:
                     try:
-                        self._q.put_nowait(pending)
+                        self.q.put_nowait(pending)
                         pending = None
                     except queue.Full:
                         pass
@@ -215,8 +194,8 @@ class Stream(IterableDataset):
             self.rejects.add(e)
             return
         if msg.kind == "info":
-            self.info = dict(msg.fields)
-            self._ready.set()
+            self.info.update(msg.fields)
+            self.ready.set()
 
     def _on_batch(self, frames, seen: set[int]) -> _Received | None:
         try:
@@ -237,75 +216,305 @@ class Stream(IterableDataset):
         h.update(msg.arrays["labels"].data)
         return _Received(msg, h.hexdigest())
 
+
+class _Owned:
+    """What a stream releases when closed, collected or at interpreter exit: the receiver of the
+    process that iterates, and (in the process that made it) the processes ``Stream.local``
+    started and the directory that marks which passes have begun."""
+
+    def __init__(self, passes_dir: str | None = None):
+        self.pid = os.getpid()
+        self.rx: _Receiver | None = None
+        self.cluster = None
+        self.passes_dir = passes_dir
+
+    def release(self) -> None:
+        if self.rx is not None:
+            self.rx.stop()
+            self.rx = None
+        if os.getpid() != self.pid:
+            return  # a forked DataLoader worker's copy: the processes and markers are its parent's
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+        if self.passes_dir is not None:
+            shutil.rmtree(self.passes_dir, ignore_errors=True)
+            self.passes_dir = None
+
+
+class Stream(IterableDataset):
+    def __init__(self, controller: str, batch_size: int = 128, samples: int | None = None,
+                 bind: str = "tcp://127.0.0.1", queue_size: int = 8, data_timeout_s: float = 60.0,
+                 on_request=None, keys: str | None = None, advertise: str | None = None,
+                 rank: int = 0, world: int = 1):
+        super().__init__()
+        self.controller, self.batch_size, self.samples = controller, batch_size, samples
+        self.bind, self.data_timeout_s, self.queue_size = bind, data_timeout_s, queue_size
+        self.advertise = advertise  # the host workers use to reach the PULL socket
+        self.rank, self.world = rank, world  # data-parallel trainers: each rank registers its own PULL
+        # checked here, in the caller's thread: a bad key or a public bind without keys fails loudly
+        self._keys = security.for_endpoint(keys, "trainer.bind", bind, server=True)
+        if self._keys is None and not security.is_private(controller):
+            raise security.KeysError(f"controller {controller} is not on this machine: CurveZMQ keys are required "
+                                     "(controller.keys=DIR)")
+        # called with (request_id, n, digest, worker) on each new request, in the iterating process
+        self.on_request = on_request
+        self.info: dict[str, Any] = {}  # the controller's info: family, num_classes, image_shape, signal
+        self.rejects = protocol.RejectCounter()
+        self.consumed = 0
+        self.wait_s = 0.0
+        self._cur: tuple[int, np.ndarray] | None = None  # (id, losses and signal [2, n]) of the request consumed
+        self._loss_seen = 0
+        self._has_signal = False
+        self._last: Batch | None = None  # the batch __iter__ yielded last: what report() is about
+        self._fed = self._unfed = 0
+        self._warned_signal = False
+        # one marker file per (rank, world) whose pass has begun, shared by DataLoader workers
+        self._passes = tempfile.mkdtemp(prefix="otfgen-stream-")
+        self._owned = _Owned(self._passes)
+        self._finalizer = weakref.finalize(self, self._owned.release)
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def connect(cls, controller: str, **kwargs) -> "Stream":
+        return cls(controller, **kwargs)
+
+    @classmethod
+    def local(cls, overrides: list[str] | None = None, **kwargs) -> "Stream":
+        """Start a controller and workers on this machine (Hydra overrides as for ``otfgen``).
+        They stop with ``close()`` (or the ``with`` block), when the stream is garbage-collected,
+        or at interpreter exit, whichever comes first."""
+        from controller.config import compose, default_run_dir, with_run_dir
+        from controller.launcher import LocalCluster
+
+        cfg = compose(list(overrides or []))
+        cfg = with_run_dir(cfg, cfg.run_dir or default_run_dir("stream"))
+        cluster = LocalCluster(cfg)
+        try:
+            endpoint = cluster.start_controller_and_workers()
+        except BaseException:
+            cluster.stop()
+            raise
+        kwargs.setdefault("batch_size", cfg.trainer.batch_size)
+        kwargs.setdefault("samples", cfg.budget.samples)
+        try:
+            s = cls(endpoint, **kwargs)
+        except BaseException:
+            cluster.stop()
+            raise
+        s._owned.cluster = cluster
+        s.run_dir = cluster.run_dir
+        return s
+
+    # -- pickling (DataLoader workers under spawn or forkserver) --------------------------------
+    def __getstate__(self) -> dict:
+        if self._owned.rx is not None:
+            raise StreamError("the stream is already connected in this process (start(), or an iteration), so it "
+                              "cannot also be iterated by DataLoader workers: pass it to the DataLoader unstarted")
+        if self._passes is not None and os.path.isdir(self._passes) and os.listdir(self._passes):
+            raise StreamError(self._second_pass())  # here, before a worker starts (spawn, forkserver)
+        state = dict(self.__dict__)
+        for k in ("_owned", "_finalizer", "_last", "_cur"):
+            state[k] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._owned = _Owned()  # releases only this process's receiver
+        self._finalizer = weakref.finalize(self, self._owned.release)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> "Stream":
+        """Connect in this process: register with the controller and wait for its info. Iterating
+        does this by itself; call it to read ``info`` before the first batch (not with DataLoader
+        workers, which connect on their own)."""
+        return self._start(self.rank, self.world)
+
+    def _start(self, rank: int, world: int) -> "Stream":
+        rx = self._owned.rx
+        if rx is not None and rx.pid == os.getpid():
+            return self
+        rx = _Receiver(self.controller, self.bind, self._keys, self.advertise, rank, world, self.queue_size,
+                       self.info, self.rejects)
+        self._owned.rx = rx
+        if not rx.ready.wait(self.data_timeout_s):
+            self._stop_receiver(finished=False)
+            raise StreamError(f"no answer from controller {self.controller} within {self.data_timeout_s:.0f} s")
+        if rx.error:
+            self._stop_receiver(finished=False)
+            raise StreamError(rx.error)
+        return self
+
+    @property
+    def pull_endpoint(self) -> str | None:
+        return self._owned.rx.pull_endpoint if self._owned.rx is not None else None
+
+    @property
+    def duplicates(self) -> int:
+        return self._owned.rx.duplicates if self._owned.rx is not None else self._dups_final
+
+    _dups_final = 0
+
+    def _stop_receiver(self, finished: bool) -> None:
+        rx = self._owned.rx
+        if rx is None or rx.pid != os.getpid():
+            return
+        if finished and rx.alive():
+            rx.send("finished", {"samples": self.consumed})
+        self._dups_final = rx.duplicates
+        rx.stop()
+        self._owned.rx = None
+
+    def close(self, finished: bool = True) -> None:
+        """Say "finished" to the controller (if this process is connected), close the sockets,
+        stop the processes ``Stream.local`` started."""
+        self._stop_receiver(finished)
+        self._finalizer()
+
+    def __enter__(self) -> "Stream":
+        return self  # sockets open in the process that iterates: maybe a DataLoader worker
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # -- the consumer side ------------------------------------------------------------------------
     def _send_back(self, kind: str, fields=None, arrays=None) -> None:
-        if self._pair is not None:
-            self._pair.send_multipart(protocol.encode(kind, fields, arrays), copy=False)
+        rx = self._owned.rx
+        if rx is not None:
+            rx.send(kind, fields, arrays)
+
+    def _claim_pass(self, rank: int, world: int) -> None:
+        if self._passes is None or not os.path.isdir(self._passes):
+            raise StreamError("the stream is closed")
+        mine = f"{rank}-of-{world}"
+        others = [m for m in os.listdir(self._passes) if not m.endswith(f"-of-{world}")]
+        try:
+            if others:
+                raise FileExistsError
+            os.close(os.open(os.path.join(self._passes, mine), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            raise StreamError(self._second_pass()) from None
+
+    def _second_pass(self) -> str:
+        return ("this stream has already been iterated: a generated stream is one pass of "
+                f"samples={self.samples} (its controller stops when they are delivered); "
+                "make a new Stream, or a larger budget, for more")
 
     def iter_batches(self) -> Iterator[Batch]:
         """Minibatches of at most ``batch_size``, cut from requests in arrival order. A request is
-        reported delivered — with the losses ``report_losses`` gave for it — once the consumer
-        asks for the batch after its last one."""
-        if get_worker_info() is not None:
-            raise StreamError("use the stream with DataLoader(num_workers=0): it owns sockets and a thread")
-        self.start()
-        while self.samples is None or self.consumed < self.samples:
-            t0 = time.perf_counter()
-            rec = self._next()
-            self.wait_s += time.perf_counter() - t0
-            msg = rec.msg
-            rid, n = msg["id"], len(msg.arrays["labels"])
-            if self.on_request is not None:
-                self.on_request(rid, n, rec.digest, msg["worker"])
-            self._losses, self._loss_seen, self._has_signal = np.zeros((2, n), dtype=np.float32), 0, False
-            for off in range(0, n, self.batch_size):
-                if self.samples is not None and self.consumed >= self.samples:
-                    break
-                sl = slice(off, min(n, off + self.batch_size))
-                self.consumed += sl.stop - sl.start
-                yield Batch(rid, off, msg.arrays["images"][sl], msg.arrays["labels"][sl], msg["worker"], n)
-            self._deliver(rid, n)
+        reported delivered — with the losses ``report`` gave for it — once the consumer asks for
+        the batch after its last one. In a DataLoader worker, this worker's share of the stream."""
+        rank, world, samples = self.rank, self.world, self.samples
+        wi = get_worker_info()
+        if wi is not None and wi.num_workers > 1:
+            rank, world = self.rank * wi.num_workers + wi.id, self.world * wi.num_workers
+            samples = None if samples is None else samples // wi.num_workers
+        if self._owned.rx is not None and self._owned.rx.pid != os.getpid():
+            raise StreamError("the stream was connected before the DataLoader forked its workers: pass it to the "
+                              "DataLoader unstarted (do not call start() or iterate it first)")
+        self._claim_pass(rank, world)
+        self._start(rank, world)
+        try:
+            while samples is None or self.consumed < samples:
+                t0 = time.perf_counter()
+                rec = self._next()
+                self.wait_s += time.perf_counter() - t0
+                msg = rec.msg
+                rid, n = msg["id"], len(msg.arrays["labels"])
+                if self.on_request is not None:
+                    self.on_request(rid, n, rec.digest, msg["worker"])
+                self._cur, self._loss_seen, self._has_signal = (rid, np.zeros((2, n), dtype=np.float32)), 0, False
+                for off in range(0, n, self.batch_size):
+                    if samples is not None and self.consumed >= samples:
+                        break
+                    sl = slice(off, min(n, off + self.batch_size))
+                    self.consumed += sl.stop - sl.start
+                    yield Batch(rid, off, msg.arrays["images"][sl], msg.arrays["labels"][sl], msg["worker"], n)
+                self._deliver(rid, n)
+        finally:
+            self._cur = None
+        self._finish_pass()
+
+    def _finish_pass(self) -> None:
+        if self._unfed and not self._fed and self.info.get("signal", "none") == "none":
+            log.info("stream: no losses were reported for %d requests: a learning policy (bandit, ppo) draws "
+                     "uniformly without them (stream.report(per_sample_losses) after each batch)", self._unfed)
+        self._stop_receiver(finished=True)
 
     def _deliver(self, rid: int, n: int) -> None:
         arrays = {}
         if self._loss_seen >= n:  # every sample's loss was reported: the policy's feedback
-            arrays["losses"] = self._losses[0]
+            arrays["losses"] = self._cur[1][0]
             if self._has_signal:
-                arrays["signal"] = self._losses[1]
+                arrays["signal"] = self._cur[1][1]
+            elif self.info.get("signal", "none") != "none" and not self._warned_signal:
+                self._warned_signal = True
+                log.warning("stream: the controller's policy learns from '%s' (measured per sample against real "
+                            "images): report(losses, signal=...) must pass it, or the policy learns nothing",
+                            self.info["signal"])
+            self._fed += 1
+        else:
+            self._unfed += 1
         self._send_back("delivered", {"id": rid, "samples": n}, arrays)
-        self._losses = None
+        self._cur = None
 
     def _next(self) -> _Received:
+        rx = self._owned.rx
         deadline = time.monotonic() + self.data_timeout_s
         while True:
             try:
-                return self._q.get(timeout=0.1)
+                return rx.q.get(timeout=0.1)
             except queue.Empty:
-                if self._thread is None or not self._thread.is_alive():
-                    raise StreamError("the stream's receiver thread has stopped") from None
+                if not rx.alive():
+                    raise StreamError(rx.error or "the stream's receiver thread has stopped") from None
                 if time.monotonic() > deadline:
                     raise StreamError(f"no data for {self.data_timeout_s:.0f} s (are workers running? "
                                       f"controller {self.controller})") from None
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for b in self.iter_batches():
+            self._last = b
             yield to_input(torch.from_numpy(b.images.copy())), torch.from_numpy(b.labels.copy())
+        self._last = None
+
+    def report(self, losses, signal=None) -> None:
+        """Feed the controller's policy from your own loop: the per-sample losses (``[B]``, e.g.
+        ``F.cross_entropy(logits, y, reduction="none")``; detached for you) of the batch the stream
+        last yielded. They reach the controller with that request's delivery, once every sample of
+        the request was reported; a request without them teaches the policy nothing.
+
+        ``signal``: what ``info["signal"]`` names, per sample, for ``match`` (``feature_distance``)
+        and ``align`` (``grad_alignment``); ``trainer.signals.RealSignal`` computes it for the
+        built-in models. ``bandit`` and ``ppo`` need only the losses.
+        """
+        if self._last is None:
+            raise StreamError("stream.report(): the stream's pass has ended, no batch to attach losses to"
+                              if self.consumed else FEEDBACK_NEEDS_OWN_ITERATION)
+        self.report_losses(self._last, _numpy(losses), None if signal is None else _numpy(signal))
 
     def report_losses(self, batch: Batch, losses: np.ndarray, signal: np.ndarray | None = None) -> None:
-        """Per-sample training losses (and feature distances to the real reward split, when
-        ``info["signal"]`` asks for them) of the minibatch just trained on; they reach the
-        controller with the request's delivery."""
-        if self._losses is None or self._losses.shape[1] != batch.request_size:
+        """Per-sample training losses (and the signal ``info["signal"]`` asks for) of ``batch``,
+        a minibatch of the request being consumed."""
+        if len(losses) != len(batch.labels) or (signal is not None and len(signal) != len(batch.labels)):
+            raise StreamError(f"report: {len(losses)} losses for a batch of {len(batch.labels)} samples "
+                              "(per-sample losses: reduction='none')")
+        if self._cur is None or self._cur[0] != batch.request_id:
             return  # not the request being consumed (reported late): nothing to attach it to
         sl = slice(batch.offset, batch.offset + len(losses))
-        self._losses[0, sl] = losses
+        self._cur[1][0, sl] = losses
         if signal is not None:
-            self._losses[1, sl] = signal
+            self._cur[1][1, sl] = signal
             self._has_signal = True
         self._loss_seen += len(losses)
 
     def report_metrics(self, metrics: dict[str, Any]) -> None:
         self._send_back("metrics", {"metrics": metrics})
+
+
+def _numpy(a) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().float().cpu().numpy()
+    return np.asarray(a, dtype=np.float32).reshape(-1)
 
 
 def _advertised(endpoint: str, host: str | None) -> str:
@@ -318,4 +527,3 @@ def _advertised(endpoint: str, host: str | None) -> str:
 
         host = socket.getfqdn()
     return f"tcp://{host}:{port}" if host else endpoint
-

@@ -2,10 +2,11 @@
 
     otfgen-train [--config RUN/config.json --controller=tcp://…] | [hydra overrides controller.connect=tcp://…]
 
-Writes to the run directory: ``metrics.jsonl`` (``train/…``, ``val/…`` keys), ``stream.jsonl``
-(each request in the order it was consumed, with a digest of its bytes, so ``otfgen replay``
-can prove it regenerated the same stream), ``checkpoint.pt``, ``val_accuracy.png`` and
-``samples.png``.
+Writes to the run directory: ``metrics.jsonl`` (``step`` = samples seen, ``train/…``, ``val/…``
+keys), ``stream.jsonl`` (each request in the order it was consumed, with a digest of its bytes,
+so ``otfgen replay`` can prove it regenerated the same stream), ``checkpoint.pt``,
+``val_accuracy.png``, ``curves.png``, ``samples.png`` and, with ``trainer.tensorboard=true``,
+``tensorboard/`` (its log lines: ``trainer.log``, written by configs/cli.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from configs import cli
 from configs.schema import ConfigError, RunConfig
 from controller import config as config_mod
 from trainer import plots
+from trainer.progress import Progress, wanted
 from trainer.data import BUILTIN, DataError, few_per_class, load_dataset
 from trainer.evaluate import evaluate
 from trainer.models import build, to_input
@@ -37,6 +39,43 @@ from trainer.stream import Stream, StreamError
 log = logging.getLogger("otfgen.train")
 VAL_STREAM = "stream"
 REWARD = "reward"  # trainer.real_data=reward: train on the reward split's images themselves
+GRID = 64  # samples in each of the start and end grids
+
+
+def describe_validation(src: str, n: int) -> str:
+    """What a validation figure measures, in a few words (the log line and the plot say it)."""
+    if src == BUILTIN:
+        return f"{n} scikit-learn 8×8 digits upscaled to 28×28 (not MNIST)"
+    if src == VAL_STREAM:
+        return f"{n} held-out generated samples (not real images)"
+    return f"{n} real images from {Path(src).name}"
+
+
+class Board:
+    """TensorBoard scalars and sample grids in <run>/tensorboard (``trainer.tensorboard=true``)."""
+
+    def __init__(self, path: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.w = SummaryWriter(str(path))
+
+    def metrics(self, m: dict) -> None:
+        step = m["step"]
+        for k, v in m.items():
+            if k in ("step", "time"):
+                continue
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                self.w.add_scalar(k, v, step)
+            elif isinstance(v, list):  # per-class figures: one scalar per class
+                for c, x in enumerate(v):
+                    if isinstance(x, (int, float)):
+                        self.w.add_scalar(f"{k}/{c}", x, step)
+
+    def grid(self, tag: str, images: np.ndarray, step: int) -> None:
+        self.w.add_image(tag, plots.tile(images), step, dataformats="HWC" if images.ndim == 4 else "HW")
+
+    def close(self) -> None:
+        self.w.close()
 
 
 def distributed() -> tuple[int, int, int]:
@@ -111,8 +150,10 @@ def train(cfg: RunConfig, controller: str) -> dict:
                     batch_size=tc.batch_size, samples=share, queue_size=tc.queue, rank=rank, world=world,
                     data_timeout_s=tc.data_timeout_s, on_request=on_request)
     metrics_f = open(run_dir / "metrics.jsonl" if main_rank else os.devnull, "a", buffering=1)
+    board = Board(run_dir / "tensorboard") if tc.tensorboard and main_rank else None
     history = []
     with stream:
+        stream.start()
         # what the family renders and what the policy needs: from the controller, not from config
         num_classes = stream.info["num_classes"]
         image_shape = tuple(stream.info["image_shape"])
@@ -142,10 +183,11 @@ def train(cfg: RunConfig, controller: str) -> dict:
 
             model = DistributedDataParallel(net, device_ids=[local_rank] if device.type == "cuda" else None)
         step = TrainStep(model, math.ceil(share / tc.batch_size) + 8, lr=tc.lr, weight_decay=tc.weight_decay)
-        grid_images: list[np.ndarray] = []
+        first: list[tuple[np.ndarray, np.ndarray]] = []  # the first GRID samples: (images, labels) slices
+        last: list[tuple[np.ndarray, np.ndarray]] = []  # the latest ones: what the policy ended on
         signal = None if wants == "none" else RealSignal(wants, net, reward_x, reward_y, device, num_classes,
                                                          every=tc.signal_every, seed=cfg.seed)
-        t_start = last_log = time.perf_counter()
+        t_start = time.perf_counter()
         step_time = 0.0
         loss_ema = None
         next_val = tc.val_every
@@ -162,14 +204,28 @@ def train(cfg: RunConfig, controller: str) -> dict:
             log.info("trainer: device %s, validation on %d held-out generated samples (trainer.val_data=%s)",
                      device, len(val_y), VAL_STREAM)
             next_val = stream.consumed * world + tc.val_every
+        measures = describe_validation(val_src, len(val_y))
+        progress = Progress(cfg.budget.samples, wanted(cfg.launcher.progress) and main_rank, tc.log_every_s)
+
+        def record(m: dict) -> None:
+            history.append(m)
+            metrics_f.write(json.dumps(m) + "\n")
+            if board is not None:
+                board.metrics(m)
+            stream.report_metrics(m)
+
         while True:
             t0 = time.perf_counter()
             try:
                 batch = next(it)
             except StopIteration:
                 break
-            if len(grid_images) < 64:
-                grid_images.extend(batch.images[: 64 - len(grid_images)])
+            k = GRID - sum(len(y) for _, y in first)
+            if k > 0:
+                first.append((batch.images[:k].copy(), batch.labels[:k].copy()))
+            last.append((batch.images[-GRID:].copy(), batch.labels[-GRID:].copy()))
+            while sum(len(y) for _, y in last[1:]) >= GRID:
+                last.pop(0)
             xb = torch.from_numpy(batch.images.copy()).to(device, non_blocking=True)
             y = torch.from_numpy(batch.labels.copy()).to(device, non_blocking=True)
             n_gen = len(y)
@@ -190,11 +246,11 @@ def train(cfg: RunConfig, controller: str) -> dict:
             step_time += time.perf_counter() - t0
             loss_ema = float(per_sample.mean()) if loss_ema is None else 0.98 * loss_ema + 0.02 * float(per_sample.mean())
             now = time.perf_counter()
-            if now - last_log >= tc.log_every_s:
-                last_log = now
-                log.info("trainer: %7d / %d samples (%.0f%%)  loss %.3f  %.0f samples/s  data wait %.1f%%",
-                         stream.consumed * world, cfg.budget.samples, 100 * stream.consumed / share, loss_ema,
-                         stream.consumed * world / (now - t_start), 100 * stream.wait_s / max(step_time, 1e-9))
+            wait = 100 * stream.wait_s / max(step_time, 1e-9)
+            progress.update(stream.consumed * world, f"loss {loss_ema:.3f}, data wait {wait:.0f}%",
+                            "trainer: %7d / %d samples (%.0f%%)  loss %.3f  %.0f samples/s  data wait %.1f%%",
+                            stream.consumed * world, cfg.budget.samples, 100 * stream.consumed / share, loss_ema,
+                            stream.consumed * world / (now - t_start), wait)
             if main_rank and (stream.consumed * world >= next_val or stream.consumed >= share):
                 next_val += tc.val_every
                 m = _validate(net, val_x, val_y, device, num_classes, stream, t_start, step_time, loss_ema, world)
@@ -206,17 +262,15 @@ def train(cfg: RunConfig, controller: str) -> dict:
                         signal.refresh()  # the real features' mean follows the model at each validation
                 if signal is not None:
                     m.update(signal.summary())
-                history.append(m)
-                metrics_f.write(json.dumps(m) + "\n")
-                stream.report_metrics(m)
-                log.info("trainer: %7d samples  loss %.3f  val acc %.4f  %.0f samples/s  data wait %.1f%%",
-                         m["train/samples"], loss_ema, m["val/acc"], m["train/samples_per_s"],
-                         100 * m["train/data_wait"])
+                record(m)
+                log.info("trainer: %7d samples  loss %.3f  val acc %.4f ± %.4f (1 SE) on %s  %.0f samples/s  "
+                         "data wait %.1f%%", m["train/samples"], loss_ema, m["val/acc"], m["val/acc_se"], measures,
+                         m["train/samples_per_s"], 100 * m["train/data_wait"])
+        progress.close()
         if main_rank and (not history or history[-1]["train/samples"] != stream.consumed * world):
             m = _validate(net, val_x, val_y, device, num_classes, stream, t_start, step_time, loss_ema, world)
-            history.append(m)
-            metrics_f.write(json.dumps(m) + "\n")
-            stream.report_metrics(m)
+            m["real/used"] = real_used
+            record(m)
     stream_log.close()
     metrics_f.close()
     if world > 1:
@@ -230,13 +284,28 @@ def train(cfg: RunConfig, controller: str) -> dict:
                 "num_classes": num_classes, "image_shape": list(image_shape), "samples": stream.consumed * world,
                 "family": cfg.scene.name, "val": {k: v for k, v in history[-1].items() if k.startswith("val/")}},
                run_dir / "checkpoint.pt")
-    plots.accuracy_curve(history, run_dir / "val_accuracy.png", title=f"{cfg.scene.name}, {cfg.policy.name} policy")
-    plots.sample_grid(np.stack(grid_images), run_dir / "samples.png")
+    title = f"{cfg.scene.name}, {cfg.policy.name} policy"
+    plots.accuracy_curve(history, run_dir / "val_accuracy.png", title=title,
+                         measures=f"on {measures}\nband: ±1 standard error from n; successive points also move with training")
+    plots.curves(history, run_dir / "curves.png", title=title)
+    seen = stream.consumed * world
+    (fx, fy), (lx, ly) = ([np.concatenate(a) for a in zip(*part)] for part in (first, last))
+    panels = [(f"the first {len(fy)} generated samples", fx, fy),
+              (f"the last {len(ly[-GRID:])}, up to sample {plots.si(seen)}", lx[-GRID:], ly[-GRID:])]
+    plots.labelled_grids(panels, run_dir / "samples.png")
+    if board is not None:
+        board.grid("samples/first", panels[0][1], 0)
+        board.grid("samples/last", panels[1][1], seen)
+        board.close()
     final = history[-1]
-    log.info("trainer: done: %d samples in %.0f s, val acc %.4f on %d %s images; data wait %.1f%% of step time",
-             stream.consumed * world, time.perf_counter() - t_start, final["val/acc"], final["val/n"],
-             "held-out generated" if val_src == VAL_STREAM else "real",
+    log.info("trainer: done: %d samples in %.0f s, val acc %.4f ± %.4f (1 SE) on %s; data wait %.1f%% of step time",
+             seen, time.perf_counter() - t_start, final["val/acc"], final["val/acc_se"], measures,
              100 * final["train/data_wait"])
+    if val_src == BUILTIN:
+        log.info("trainer: the standard error is that of the estimate from n images; successive validations "
+                 "also move with training. To score this model on real 28×28 MNIST (e.g. t10k-images-idx3-ubyte.gz "
+                 "from the MNIST site): otfgen-eval --checkpoint %s --data PATH/t10k-images-idx3-ubyte.gz",
+                 run_dir / "checkpoint.pt")
     return final
 
 
@@ -245,11 +314,12 @@ def _validate(model, val_x, val_y, device, num_classes, stream: Stream, t_start,
     """Validation figures; sample counts are of all ranks (each consumes the same share)."""
     ev = evaluate(model, val_x, val_y, device, num_classes)
     elapsed = time.perf_counter() - t_start
-    return {"train/samples": stream.consumed * world, "train/loss": loss_ema, "train/elapsed_s": round(elapsed, 2),
+    return {"step": stream.consumed * world, "train/samples": stream.consumed * world, "train/loss": loss_ema, "train/elapsed_s": round(elapsed, 2),
             "train/samples_per_s": stream.consumed * world / max(elapsed, 1e-9),
             "train/data_wait": stream.wait_s / max(step_time, 1e-9),
             "train/duplicates": stream.duplicates, "train/rejected": stream.rejects.total,
-            "val/acc": ev["acc"], "val/loss": ev["loss"], "val/n": ev["n"], "val/acc_class": ev["acc_class"],
+            "val/acc": ev["acc"], "val/acc_se": round(plots.standard_error(ev["acc"], ev["n"]), 5),
+            "val/loss": ev["loss"], "val/n": ev["n"], "val/acc_class": ev["acc_class"],
             "time": time.time()}
 
 

@@ -1,0 +1,136 @@
+"""``trainer.stream.Stream`` the way a user drives it: their own loop, DataLoader workers, a
+second pass, a stream left unclosed. Each starts a real controller and workers (Stream.local)."""
+
+import hashlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from conftest import ROOT, proc_cmdlines
+from trainer.stream import Stream, StreamError
+
+SMALL = ["controller.request_size=256", "trainer.batch_size=128", "launcher.workers=1"]
+
+
+def test_an_unstarted_stream_pickles_for_dataloader_workers_and_reports_need_a_batch():
+    s = Stream("tcp://127.0.0.1:1", samples=100)
+    copy = pickle.loads(pickle.dumps(s))  # what spawn and forkserver do with a DataLoader's dataset
+    assert (copy.controller, copy.samples, copy._passes) == (s.controller, 100, s._passes)
+    with pytest.raises(StreamError, match="num_workers>0"):
+        s.report(torch.zeros(4))
+    s.close()
+    assert not os.path.exists(s._passes)
+    with pytest.raises(StreamError, match="closed"):
+        next(iter(s))
+
+
+def _final_probs(run_dir):
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    return [r for r in rows if "policy/probs" in r][-1]["policy/probs"]
+
+
+@pytest.mark.slow
+def test_report_from_a_plain_user_loop_moves_a_learning_policy(tmp_path):
+    """bandit, driven by ``stream.report(losses)`` from ``for x, y in DataLoader(stream)``: the
+    losses of class 3 fall (learning progress) while the others stay flat, so the policy moves
+    its label distribution onto 3, and the stream's late batches hold more 3s."""
+    overrides = [f"run_dir={tmp_path}", "budget.samples=12288", "policy=bandit", "policy.options.params=[label]",
+                 *SMALL]
+    threes = []
+    with Stream.local(overrides) as stream:
+        for step, (x, y) in enumerate(DataLoader(stream, batch_size=None)):
+            losses = torch.where(y == 3, 5.0 - 0.05 * step, torch.ones(len(y)))  # per sample, as a model's
+            stream.report(losses)
+            threes.append(float((y == 3).float().mean()))
+    probs = _final_probs(tmp_path)["label"]
+    assert probs[3] > 0.4 and max(p for i, p in enumerate(probs) if i != 3) < 0.1, probs
+    assert np.mean(threes[-24:]) > 0.3 > np.mean(threes[:16]), threes  # uniform at first: 10%
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("start", ["spawn", "fork"])
+def test_dataloader_workers_share_the_stream_exactly_once(tmp_path, start):
+    """num_workers=2 with spawn (the default from Python 3.14) or fork: each worker opens its own sockets
+    and takes its own half; together every sample once. report() in the main process, which took
+    no batch itself, is a clear error; a second epoch is one too."""
+    budget = 2048
+    overrides = [f"run_dir={tmp_path}", f"budget.samples={budget}", "policy=bandit", *SMALL]
+    stream = Stream.local(overrides, data_timeout_s=60)
+    loader = DataLoader(stream, batch_size=None, num_workers=2, multiprocessing_context=start)
+    digests, labels = set(), []
+    with stream:
+        for x, y in loader:
+            for im in x:
+                digests.add(hashlib.blake2b(im.numpy().tobytes(), digest_size=16).hexdigest())
+            labels.append(y)
+            with pytest.raises(StreamError, match="num_workers>0"):
+                stream.report(torch.zeros(len(y)))
+        assert sum(map(len, labels)) == budget
+        assert len(digests) == budget  # no sample twice, none lost
+        with pytest.raises(StreamError, match="already been iterated"):
+            next(iter(loader))
+    params = [json.loads(line) for line in open(tmp_path / "params.jsonl")][1:]
+    assert sorted({r["id"] for r in params}) == list(range(budget // 256))
+    # no losses reached the controller: the bandit never left uniform
+    assert all(abs(p - 0.1) < 1e-6 for p in _final_probs(tmp_path)["label"])
+
+
+@pytest.mark.slow
+def test_a_second_pass_is_a_clear_error(tmp_path):
+    with Stream.local([f"run_dir={tmp_path}", "budget.samples=512", *SMALL]) as stream:
+        first = sum(len(y) for _, y in DataLoader(stream, batch_size=None))
+        with pytest.raises(StreamError, match="already been iterated"):
+            for _ in DataLoader(stream, batch_size=None):
+                pass
+    assert first == 512
+
+
+SCRIPT = """
+import gc, json, os, sys, time
+from trainer.stream import Stream
+
+def children():
+    return sorted(int(p) for p in os.listdir("/proc") if p.isdigit()
+                  and open(f"/proc/{p}/stat").read().split(") ")[1].split()[1] == str(os.getpid()))
+
+common = ["budget.samples=4096", "controller.request_size=256", "trainer.batch_size=128", "launcher.workers=1"]
+dropped = Stream.local([f"run_dir={sys.argv[1]}/a", *common])
+first = children()
+for i, (x, y) in enumerate(dropped):
+    if i == 2:
+        break
+del dropped, x, y
+gc.collect()
+deadline = time.monotonic() + 10
+while set(first) & set(children()) and time.monotonic() < deadline:
+    time.sleep(0.1)
+left_after_drop = sorted(set(first) & set(children()))
+kept = Stream.local([f"run_dir={sys.argv[1]}/b", *common])  # neither closed nor dropped
+print(json.dumps({"first": first, "left_after_drop": left_after_drop, "second": children()}), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_stream_never_closed_stops_its_processes(tmp_path, env):
+    """Stream.local without ``with``: a stream that is dropped stops its controller and workers
+    at once (not at interpreter exit); one still held stops them when the interpreter exits."""
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), str(tmp_path)], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert len(out["first"]) == 2 and len(out["second"]) == 2, out  # a controller and a worker each
+    assert out["left_after_drop"] == [], out
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and set(out["second"]) & set(proc_cmdlines()):
+        time.sleep(0.1)
+    alive = {pid: cmd for pid, cmd in proc_cmdlines().items() if pid in out["first"] + out["second"]}
+    assert not alive, alive
