@@ -138,7 +138,7 @@ def keys_main(argv: list[str]) -> int:
     """``otfgen keys DIR``: create CurveZMQ keys for a run that binds beyond loopback."""
     if len(argv) != 1 or argv[0].startswith("-"):
         print("usage: otfgen keys DIR   (writes server/client key pairs and DIR/authorized/)")
-        return 2
+        return 0 if argv in (["-h"], ["--help"]) else 2
     d = generate(argv[0])
     print(f"wrote CurveZMQ keys to {d}: server.key(+_secret) for the controller and trainer, "
           f"client.key(+_secret) for workers; authorised clients in {d / 'authorized'}. "

@@ -305,7 +305,22 @@ class _IO:
                 push.close()
 
 
+USAGE = """usage: otfgen-worker controller=ENDPOINT [id=NAME] [credits=N] [silent_after_s=S] [keys=DIR]
+
+Render whatever the controller at ENDPOINT asks for and push it to the trainer it names; exits
+when the controller says stop (0) or falls silent (3); a family that cannot run here exits 2.
+
+  controller=ENDPOINT  the controller's ROUTER: tcp://HOST:PORT or ipc://PATH (required)
+  id=NAME              this worker's name in the controller's log (default HOST-PID)
+  credits=N            requests in flight to this worker (default 2)
+  silent_after_s=S     give up after the controller has been silent this long (default 30)
+  keys=DIR             CurveZMQ keys directory (`otfgen keys DIR`); required beyond loopback"""
+
+
 def _kv_args(argv: list[str]) -> dict[str, str]:
+    if "-h" in argv or "--help" in argv:
+        print(USAGE)
+        raise SystemExit(0)
     out = {}
     for a in argv:
         key, sep, val = a.partition("=")

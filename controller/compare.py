@@ -78,7 +78,7 @@ def parse_args(argv: list[str]) -> Args:
     args = Args()
     for a in argv:
         if a in ("-h", "--help"):
-            print(__doc__)
+            print("usage: otfgen-compare policies=[ARM,...] [seeds=N] [KEY=VALUE ...]\n\n" + __doc__.strip())
             raise SystemExit(0)
         key, sep, value = a.partition("=")
         if not sep:
@@ -110,11 +110,12 @@ def parse_args(argv: list[str]) -> Args:
     names = [arm_spec(a)[0] for a in args.policies]
     if len(set(names)) != len(names):
         raise SystemExit(f"otfgen-compare: arm names must be distinct, got {names}")
-    from controller.policies import NAMES
+    from controller.policies import names as policy_names
 
-    unknown = [arm_spec(a)[1] for a in args.policies if arm_spec(a)[1] not in (*NAMES, random_search.NAME)]
+    known = (*policy_names(), random_search.NAME)
+    unknown = [arm_spec(a)[1] for a in args.policies if arm_spec(a)[1] not in known]
     if unknown:  # before any run starts, not after the first one fails
-        raise SystemExit(f"otfgen-compare: unknown policies {unknown}; available: {list(NAMES)}")
+        raise SystemExit(f"otfgen-compare: unknown policies {unknown}; available: {list(known)}")
     if args.baseline not in names and len(names) > 1:
         raise SystemExit(f"otfgen-compare: baseline '{args.baseline}' is not one of the arms {names}")
     if args.headroom and (len(args.headroom) != 2 or not set(args.headroom) <= set(names)):

@@ -42,11 +42,27 @@ def policy_args() -> dict[str, type | None]:
     """Policy name -> its ``Args`` dataclass (None for a policy without options)."""
     from controller import policies
 
-    return {name: policies.args_class(name) for name in policies.NAMES}
+    out = {}
+    for name in policies.names():
+        try:
+            out[name] = policies.args_class(name)
+        except ValueError as e:  # an installed policy that cannot load must not stop every run
+            print(f"otfgen: warning: {e}", file=sys.stderr)
+    return out
+
+
+def scene_names() -> list[str]:
+    """What ``scene=NAME`` accepts: the packaged scene YAMLs and the entry-point families."""
+    from blender_gen import families
+
+    packaged = [p.stem for p in (Path(__file__).resolve().parents[1] / "configs" / "scene").glob("*.yaml")]
+    return sorted({*packaged, *families.external()})
 
 
 def register() -> None:
     from hydra.core.config_store import ConfigStore
+
+    from controller import policies
 
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=_structured(RunConfig))
@@ -56,6 +72,12 @@ def register() -> None:
             fields.append(("options", args, dataclasses.field(default_factory=args)))
         node = dataclasses.make_dataclass(f"{name.capitalize()}PolicyCfg", fields, bases=(PolicyCfg,), frozen=True)
         cs.store(group="schema/policy", name=name, node=_structured(node))
+        if name not in policies.NAMES:  # an installed policy has no YAML in configs/policy: its schema is its config
+            cs.store(group="policy", name=name, node=_structured(node))
+    from blender_gen import families
+
+    for name, scene in families.external_scenes().items():  # installed families: scene=NAME
+        cs.store(group="scene", name=name, node=scene)
 
 
 def _unknown_key(data, cls, path: str = "") -> str | None:
@@ -167,10 +189,11 @@ def default_run_dir(prog: str) -> str:
     return time.strftime(f"outputs/%Y-%m-%d/%H-%M-%S-{prog}")
 
 
-def from_argv(argv: list[str], prog: str) -> tuple[RunConfig, dict[str, str]]:
+def from_argv(argv: list[str], prog: str, flags: dict[str, str] | None = None) -> tuple[RunConfig, dict[str, str]]:
     """``--config PATH`` (a resolved config written by the launcher) or Hydra overrides.
 
-    Other ``--key=value`` flags are returned as extras (e.g. ``--ready`` for the controller).
+    Other ``--key=value`` flags are returned as extras (e.g. ``--ready`` for the controller);
+    ``flags`` describes them for ``--help``.
     """
     extra, overrides, path = {}, [], None
     it = iter(argv)
@@ -183,7 +206,12 @@ def from_argv(argv: list[str], prog: str) -> tuple[RunConfig, dict[str, str]]:
             k, v = a[2:].split("=", 1)
             extra[k] = v
         elif a in ("-h", "--help"):
-            print(f"usage: {prog} [--config RUN/config.json | hydra overrides such as scene=mnist2d budget.samples=1000]")
+            from controller import usage
+
+            try:
+                print(usage.process_help(prog, flags or {}, [x for x in argv if not x.startswith("-")]))
+            except ConfigError as e:
+                raise SystemExit(f"{prog}: configuration error: {e}") from None
             raise SystemExit(0)
         else:
             overrides.append(a)

@@ -1,7 +1,9 @@
 """``otfgen``: start the controller, N workers and the trainer on this machine, watch them, stop them.
 
     otfgen [hydra overrides]          # the whole loop (default: mnist2d, uniform policy, 2 workers)
-    otfgen replay RUN_DIR [--out F]   # regenerate the run's stream from params.jsonl and check its bytes
+    otfgen preview scene=NAME n=64 [sweep=PARAM]   # a labelled PNG grid of a scene, no trainer
+    otfgen export RUN_DIR --out DIR --format webdataset|npz   # the run's stream as shards on disk
+    otfgen replay RUN_DIR             # regenerate the run's stream from params.jsonl and check its bytes
     otfgen keys DIR                   # CurveZMQ keys for endpoints beyond loopback (controller.keys=DIR)
     otfgen compare policies=[...] …   # several policies over several seeds, paired (otfgen-compare)
 
@@ -266,19 +268,30 @@ def _startup_error(e: Exception) -> int:
     return STARTUP_ERROR
 
 
+SUBCOMMANDS = {  # otfgen SUBCOMMAND ARGS: module, function taking the remaining argv
+    "keys": ("blender_gen.security", "keys_main"),
+    "replay": ("controller.replay", "main"),
+    "compare": ("controller.compare", "main"),  # also installed as otfgen-compare
+    "preview": ("controller.preview", "main"),
+    "export": ("controller.export", "main"),
+}
+
+
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "keys":
-        from blender_gen.security import keys_main
+    argv = sys.argv[1:]
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
 
-        sys.exit(keys_main(sys.argv[2:]))
-    if len(sys.argv) > 1 and sys.argv[1] == "replay":
-        from controller.replay import main as replay_main
+        module, fn = SUBCOMMANDS[argv[0]]
+        sys.exit(getattr(importlib.import_module(module), fn)(argv[1:]))
+    if "-h" in argv or "--help" in argv:  # otfgen's own help, not Hydra's
+        from controller import usage
 
-        sys.exit(replay_main(sys.argv[2:]))
-    if len(sys.argv) > 1 and sys.argv[1] == "compare":  # also installed as otfgen-compare
-        from controller.compare import main as compare_main
-
-        sys.exit(compare_main(sys.argv[2:]))
+        try:
+            print(usage.otfgen_help([a for a in argv if not a.startswith("-")]))
+        except config_mod.ConfigError as e:
+            sys.exit(_startup_error(e))
+        sys.exit(0)
     sys.exit(_hydra_main())
 
 

@@ -60,3 +60,31 @@ def read(path: str | Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
                     yield rec
 
     return header, records()
+
+
+def index(path: str | Path) -> tuple[dict[str, Any], dict[int, int]]:
+    """(header, request id -> byte offset of its line): what ``record_at`` needs to read one
+    request back, so a reader of a long run keeps an offset per request, not every record."""
+    header, _ = read(path)
+    offsets: dict[int, int] = {}
+    with open(path, "rb") as f:
+        f.readline()
+        while True:
+            pos = f.tell()
+            line = f.readline()
+            if not line:
+                break
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    raise ValueError(f"{path}: byte {pos}: not JSON") from None
+                if rec.get("kind") == "request":
+                    offsets[rec["id"]] = pos  # the record itself is dropped: one int per request stays
+    return header, offsets
+
+
+def record_at(f, offset: int) -> dict[str, Any]:
+    """The record whose line starts at ``offset`` of the open (binary) file ``f``."""
+    f.seek(offset)
+    return json.loads(f.readline())

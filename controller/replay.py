@@ -3,7 +3,8 @@
 The parameter log (params.jsonl) holds, per request, the policy's action and a seed; the trainer's
 stream.jsonl holds the order requests were consumed in and a digest of each request's bytes. Replay
 draws the same parameters (``ParamSpace.sample``), renders them with the same family, and compares
-digests: equal digests mean the training stream was reproduced bit for bit.
+digests: equal digests mean the training stream was reproduced bit for bit. To keep the images,
+``otfgen export`` writes the same regenerated stream to shards.
 """
 
 from __future__ import annotations
@@ -29,33 +30,63 @@ def stream_logs(run_dir: Path) -> list[Path]:
                                                    key=lambda p: int(p.stem.rpartition("rank")[2]))
 
 
-def regenerate(run_dir: str | Path) -> Iterator[tuple[int, np.ndarray, np.ndarray, str]]:
-    """(request id, images, labels, digest) in the order the trainer consumed them."""
+def consumed_ids(logs: list[Path]) -> Iterator[int]:
+    """Request ids in the order the trainer consumed them (read as they are needed)."""
+    for path in logs:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)["id"]
+
+
+def recorded_digests(run_dir: Path) -> dict[int, str]:
+    """Request id -> digest of the bytes the trainer consumed (from stream.jsonl)."""
+    out = {}
+    for path in stream_logs(run_dir):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    out[r["id"]] = r["digest"]
+    return out
+
+
+def regenerate(run_dir: str | Path) -> Iterator[tuple[int, np.ndarray, np.ndarray, str, dict[str, np.ndarray]]]:
+    """(request id, images, labels, digest, params) in the order the trainer consumed them.
+
+    One request is in memory at a time, and per request of the run only its offset in
+    params.jsonl: memory does not grow with the run's length (``otfgen export`` relies on it)."""
     run_dir = Path(run_dir)
-    header, records = paramlog.read(run_dir / "params.jsonl")
+    header, offsets = paramlog.index(run_dir / "params.jsonl")
     family = families.load(header["family"])
     if hasattr(family, "configure"):  # Blender families: the run's device, samples and grid
         family.configure(dict(header.get("render", {})))
     space = ParamSpace.from_mapping(header["space"])
-    by_id = {r["id"]: r for r in records}
     logs = stream_logs(run_dir)
-    order = [json.loads(line)["id"] for f in logs for line in open(f) if line.strip()] if logs else sorted(by_id)
-    for rid in order:
-        rec = by_id[rid]
-        params, seeds = space.sample(rec["action"], rec["seed"], rec["n"])
-        images, labels = family.render(params, seeds)
-        labels = labels.astype(np.int64)
-        h = hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16)
-        h.update(np.ascontiguousarray(labels).data)
-        yield rid, images, labels, h.hexdigest()
+    order = consumed_ids(logs) if logs else iter(sorted(offsets))
+    with open(run_dir / "params.jsonl", "rb") as f:
+        for rid in order:
+            if rid not in offsets:
+                raise ValueError(f"{run_dir}: request {rid} was consumed but is not in params.jsonl")
+            rec = paramlog.record_at(f, offsets[rid])
+            params, seeds = space.sample(rec["action"], rec["seed"], rec["n"])
+            images, labels = family.render(params, seeds)
+            labels = labels.astype(np.int64)
+            h = hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16)
+            h.update(np.ascontiguousarray(labels).data)
+            yield rid, images, labels, h.hexdigest(), params
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="otfgen replay", description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
-    ap.add_argument("--out", help="also write the regenerated images and labels to this .npz")
+    ap.add_argument("--out", help=argparse.SUPPRESS)  # moved to otfgen export (shards, bounded memory)
     args = ap.parse_args(argv)
     run_dir = Path(args.run_dir)
+    if args.out:
+        print(f"otfgen replay: --out moved to `otfgen export {run_dir} --out DIR --format npz` (or webdataset), "
+              "which writes shards with bounded memory", file=sys.stderr)
+        return 2
     if not (run_dir / "params.jsonl").exists():
         print(f"otfgen replay: {run_dir}/params.jsonl not found", file=sys.stderr)
         return 2
@@ -63,25 +94,14 @@ def main(argv: list[str]) -> int:
     if header.get("code") not in (None, families.code_digest()):
         print(f"otfgen replay: warning: the rendering code changed since this run (code {header['code']}, now "
               f"{families.code_digest()}); mismatches may come from that", file=sys.stderr)
-    recorded = {}
-    for f in stream_logs(run_dir):
-        for line in open(f):
-            if line.strip():
-                r = json.loads(line)
-                recorded[r["id"]] = r["digest"]
+    recorded = recorded_digests(run_dir)
     n_req = n_samples = matched = 0
     pixel_bytes = 0
-    out_images, out_labels = [], []
-    for rid, images, labels, digest in regenerate(run_dir):
+    for rid, images, labels, digest, _ in regenerate(run_dir):
         n_req += 1
         n_samples += len(labels)
         pixel_bytes += images.nbytes + labels.nbytes
         matched += recorded.get(rid) == digest
-        if args.out:
-            out_images.append(images)
-            out_labels.append(labels)
-    if args.out:
-        np.savez_compressed(args.out, images=np.concatenate(out_images), labels=np.concatenate(out_labels))
     log_bytes = (run_dir / "params.jsonl").stat().st_size
     report = {"requests": n_req, "samples": n_samples, "digests_recorded": len(recorded), "matched": matched,
               "mismatched": len(recorded) - matched if recorded else None, "params_bytes": log_bytes,

@@ -333,7 +333,8 @@ def run(cfg: RunConfig, ready_file: Path | None = None) -> int:
 def main() -> None:
     """``otfgen-controller``: either ``--config RUN/config.json`` (from the launcher) or Hydra overrides."""
     cli.setup_logging()
-    cfg, extra = config_mod.from_argv(sys.argv[1:], "otfgen-controller")
+    cfg, extra = config_mod.from_argv(sys.argv[1:], "otfgen-controller", {
+        "ready": "where to write the bound endpoints as JSON (default RUN/endpoints.json)"})
     ready = Path(extra["ready"]) if "ready" in extra else Path(cfg.run_dir) / "endpoints.json"
     cli.exit_with(lambda: run(cfg, ready_file=ready), (ConfigError, families.UnknownFamily, ValueError), log)
 

@@ -45,13 +45,16 @@ def test_default_loop_learns_and_replays(tmp_path, env):
     stream = _stream(run_dir)
     assert len(stream) == 24 and len({r["id"] for r in stream}) == 24  # exactly once
     # replay regenerates the same bytes from the parameter log alone
-    r = subprocess.run(otfgen_cmd("replay", str(run_dir), "--out", str(tmp_path / "replay.npz")), env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(otfgen_cmd("replay", str(run_dir)), env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["matched"] == 24 and report["mismatched"] == 0 and report["samples"] == 6144
     assert report["params_bytes"] * 50 < report["pixel_bytes"]
-    z = np.load(tmp_path / "replay.npz")
+    # and export keeps those bytes on disk, checked against the same digests
+    r = subprocess.run(otfgen_cmd("export", str(run_dir), "--out", str(tmp_path / "npz"), "--format", "npz"),
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and json.loads(r.stdout)["matched"] == 24, r.stderr
+    z = np.load(tmp_path / "npz" / "shard-000000.npz")
     assert z["images"].shape == (6144, 28, 28)
     # evaluation CLI on the built-in real digits prints one JSON line
     e = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--checkpoint", str(run_dir / "checkpoint.pt")],

@@ -325,7 +325,8 @@ def _validate(model, val_x, val_y, device, num_classes, stream: Stream, t_start,
 
 def main() -> None:
     cli.setup_logging()
-    cfg, extra = config_mod.from_argv(sys.argv[1:], "otfgen-train")
+    cfg, extra = config_mod.from_argv(sys.argv[1:], "otfgen-train", {
+        "controller": "the controller's endpoint, tcp://HOST:PORT (else controller.connect, else RUN/endpoints.json)"})
     controller = extra.get("controller") or cfg.controller.connect
     if not controller:
         endpoints = Path(cfg.run_dir) / "endpoints.json"

@@ -5,12 +5,19 @@ A family module defines ``NAME``, ``IMAGE_SHAPE`` ((H, W) or (H, W, C)), ``NUM_C
 ``render(params: dict[str, ndarray], seeds: uint64 ndarray) -> (uint8 images, int64 labels)``.
 ``render`` is pure: it never draws its own parameters, and sample i's bytes depend only on
 (params[...][i], seeds[i]). Its parameter space is ``configs/scene/<NAME>.yaml``.
+
+Families outside this package are found through the ``otfgen.families`` entry point group (name:
+the family's NAME, value: its module); such a module also declares its scene config as ``SCENE``,
+a mapping with the keys of a scene YAML (``name``, ``params``, optionally ``render``, ``val_data``,
+``input_blur``). A built-in family's name always wins over an entry point's. docs/extending.md.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -19,6 +26,8 @@ import yaml
 from blender_gen.space import ParamSpace
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+ENTRY_POINTS = "otfgen.families"
+REQUIRED = ("NAME", "IMAGE_SHAPE", "NUM_CLASSES", "LABEL_PARAM", "render")
 
 
 class UnknownFamily(LookupError):
@@ -70,9 +79,7 @@ def declared_space(name: str, module) -> ParamSpace:
     """What the family can render: its scene YAML's parameters, with the wider limits (and extra
     choices) its module declares in ``LIMITS`` — the tuned YAML is a prior inside them, and a
     scene config such as ``<name>_wide.yaml`` may range up to them."""
-    path = CONFIG_DIR / "scene" / f"{name}.yaml"
-    with open(path) as f:
-        params = yaml.safe_load(f)["params"]
+    params = scene_config(name)["params"]
     for pname, limit in getattr(module, "LIMITS", {}).items():
         entry = dict(params[pname])
         if entry["kind"] == "choice":
@@ -96,18 +103,69 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-def available() -> list[str]:
+def builtin() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
+@functools.lru_cache(maxsize=None)
+def external() -> dict:
+    """Entry points of group ``otfgen.families`` by name (installed packages; not imported yet)."""
+    from importlib.metadata import entry_points
+
+    inside = set(builtin())
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINTS) if ep.name not in inside}
+
+
+def available() -> list[str]:
+    return sorted({*builtin(), *external()})
+
+
 def load(name: str) -> ModuleType:
-    if name not in available():
+    if name in builtin():
+        return importlib.import_module(f"{__name__}.{name}")
+    ep = external().get(name)
+    if ep is None:
         raise UnknownFamily(f"unknown scene family '{name}'; available: {available()}")
-    return importlib.import_module(f"{__name__}.{name}")
+    try:
+        module = ep.load()
+    except Exception as e:  # the user's package: say which entry point, not a traceback from inside it
+        raise UnknownFamily(f"scene family '{name}' (entry point {ep.value}) failed to import: {e}") from e
+    missing = [a for a in REQUIRED if not hasattr(module, a)]
+    if missing:
+        raise UnknownFamily(f"scene family '{name}' ({ep.value}) lacks {missing}; a family module defines "
+                            f"{list(REQUIRED)}")
+    if module.NAME != name:
+        raise UnknownFamily(f"scene family entry point '{name}' loads {ep.value}, whose NAME is '{module.NAME}'")
+    return module
+
+
+def scene_config(name: str) -> dict:
+    """The family's scene config as a mapping: ``configs/scene/<name>.yaml`` for a built-in
+    family, the module's ``SCENE`` for one from an entry point."""
+    path = CONFIG_DIR / "scene" / f"{name}.yaml"
+    if path.exists():
+        with open(path) as f:
+            return yaml.safe_load(f)
+    module = load(name)
+    scene = getattr(module, "SCENE", None)
+    if not isinstance(scene, dict) or not isinstance(scene.get("params"), dict):
+        raise UnknownFamily(f"scene family '{name}' declares no SCENE (a mapping with 'params', as in a "
+                            "configs/scene/*.yaml file)")
+    return {"name": name, **scene}
+
+
+def external_scenes() -> dict[str, dict]:
+    """Scene configs of the entry-point families, for Hydra's ``scene`` group (``scene=NAME``). A
+    package that fails to import is skipped with a warning here: it must not stop built-in runs."""
+    out = {}
+    for name in external():
+        try:
+            out[name] = scene_config(name)
+        except UnknownFamily as e:
+            print(f"otfgen: warning: {e}", file=sys.stderr)
+    return out
 
 
 def default_space(name: str) -> ParamSpace:
-    """The parameter space of the family's packaged scene YAML (the tuned prior; no overrides)."""
-    path = CONFIG_DIR / "scene" / f"{name}.yaml"
-    with open(path) as f:
-        return ParamSpace.from_mapping(yaml.safe_load(f)["params"])
+    """The parameter space of the family's packaged scene config (the tuned prior; no overrides)."""
+    return ParamSpace.from_mapping(scene_config(name)["params"])

@@ -21,6 +21,7 @@ The decision process (DESIGN.md, issue "the controller learns what to generate")
 
 from __future__ import annotations
 
+import functools
 import importlib
 import time
 from dataclasses import dataclass, fields
@@ -30,7 +31,21 @@ import numpy as np
 
 from blender_gen.space import Param, ParamSpace
 
-NAMES = ("uniform", "bandit", "ppo", "match", "align", "realism")
+NAMES = ("uniform", "bandit", "ppo", "match", "align", "realism")  # built in; more come from entry points
+ENTRY_POINTS = "otfgen.policies"  # name -> a module with POLICY (and ARGS), as the built-in ones
+
+
+@functools.lru_cache(maxsize=None)
+def external() -> dict:
+    """Entry points of group ``otfgen.policies`` by name (a built-in name always wins)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINTS) if ep.name not in NAMES}
+
+
+def names() -> tuple[str, ...]:
+    """Every policy ``policy=NAME`` accepts: the built-in ones, then installed ones by name."""
+    return NAMES + tuple(sorted(external()))
 
 
 def n_bins(p: Param, bins: int) -> int:
@@ -193,10 +208,21 @@ class BinPolicy(Policy):
         return {n: self._dist(n) for n in self.stats.names}
 
 
+@functools.lru_cache(maxsize=None)
 def _module(name: str):
-    if name not in NAMES:
-        raise ValueError(f"unknown policy '{name}'; available: {list(NAMES)}")
-    return importlib.import_module(f"{__name__}.{name}")
+    if name in NAMES:
+        return importlib.import_module(f"{__name__}.{name}")
+    ep = external().get(name)
+    if ep is None:
+        raise ValueError(f"unknown policy '{name}'; available: {list(names())}")
+    try:
+        module = ep.load()
+    except Exception as e:  # the user's package: name the entry point rather than show its traceback
+        raise ValueError(f"policy '{name}' (entry point {ep.value}) failed to import: {e}") from e
+    policy = getattr(module, "POLICY", None)
+    if not (isinstance(policy, type) and issubclass(policy, Policy)):
+        raise ValueError(f"policy '{name}' ({ep.value}) defines no POLICY subclass of controller.policies.Policy")
+    return module
 
 
 def args_class(name: str):
