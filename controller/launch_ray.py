@@ -61,6 +61,7 @@ class RayCluster(EngineCluster):
         self.started_cluster = False
         self.temp_dir: str | None = None
         self.actors: list = []
+        self.calls: dict[int, object] = {}  # task index -> its pending run() (an ObjectRef)
 
     def run(self) -> int:
         try:
@@ -120,7 +121,7 @@ class RayCluster(EngineCluster):
                                             max_restarts=lc.max_restarts, max_task_retries=0).remote(
                 self.worker_call(task))
             self.actors.append(task.handle)
-            task.ref = task.handle.run.remote()
+            self.calls[task.index] = task.handle.run.remote()
         (self.run_dir / "ray.json").write_text(json.dumps({
             "address": ray.get_runtime_context().gcs_address, "namespace": self.namespace,
             "actors": [self.worker_name(t.index) for t in self.tasks], "temp_dir": self.temp_dir,
@@ -131,11 +132,12 @@ class RayCluster(EngineCluster):
     def _poll_worker(self, task: Task):
         import ray
 
-        ready, _ = ray.wait([task.ref], timeout=0)
+        ref = self.calls[task.index]
+        ready, _ = ray.wait([ref], timeout=0)
         if not ready:
             return None
         try:
-            return "exit", ray.get(task.ref)
+            return "exit", ray.get(ref)
         except ray.exceptions.RayActorError as e:
             return "died", f"actor died: {type(e).__name__}"
         except ray.exceptions.RayError as e:
@@ -143,7 +145,7 @@ class RayCluster(EngineCluster):
 
     def _restart_worker(self, task: Task) -> None:
         # Ray restarts the actor's process itself; the call waits for the new incarnation
-        task.ref = task.handle.run.remote()
+        self.calls[task.index] = task.handle.run.remote()
 
     def _stop_workers(self) -> None:
         import ray

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -73,3 +74,19 @@ def test_ctrl_c_leaves_no_actor_or_raylet(tmp_path, env):
     time.sleep(0.5)
     assert not alive(tree), out[-3000:]  # controller, trainer, raylet, GCS, the actors' processes
     assert not matching(info["temp_dir"]) and not matching(info["namespace"])
+
+
+def test_a_failing_trainer_stops_every_actor(tmp_path, env):
+    bad = tmp_path / "wrong.npz"  # found only once the trainer learns the family's image shape
+    np.savez(bad, images=np.zeros((10, 32, 32), np.uint8), labels=np.zeros(10, np.uint8))
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, env, "launcher=ray", "launcher.workers=2", "budget.samples=100000",
+                 f"trainer.val_data={bad}")
+    deadline = time.monotonic() + 60
+    while not (run_dir / "ray.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    tree = descendants(proc.pid)  # the actors are up; the trainer is still loading its validation data
+    out = finish(proc)
+    assert proc.returncode == 1 and "trainer failed (exit code 2)" in out, out[-3000:]
+    info = json.loads((run_dir / "ray.json").read_text())
+    assert not matching(info["temp_dir"]) and not alive(tree)
