@@ -30,6 +30,7 @@ import math
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 from configs.schema import RunConfig
 from controller import remote
@@ -93,8 +94,6 @@ class RayCluster(EngineCluster):
                      log_to_driver=True)
             self.started_cluster = True
             host = lc.host
-        from pathlib import Path
-
         run_dir = Path(self.raw_cfg.run_dir).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         return remote.for_cluster(self.raw_cfg, run_dir, host)

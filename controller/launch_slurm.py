@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 from pathlib import Path
 
 from configs.schema import RunConfig
@@ -38,14 +37,23 @@ log = logging.getLogger("otfgen.launcher")
 
 class SlurmCluster(EngineCluster):
     def __init__(self, cfg: RunConfig):
-        lc = cfg.launcher
-        host = lc.host
-        if host is None and lc.executor == "slurm":
-            host = socket.gethostbyname(socket.getfqdn())  # where compute nodes find the submitting node
-        run_dir = Path(cfg.run_dir).resolve()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        super().__init__(remote.for_cluster(cfg, run_dir, host))
+        self.raw_cfg = cfg
         self.executor = None
+
+    def run(self) -> int:
+        lc = self.raw_cfg.launcher
+        try:
+            host = lc.host
+            if host is None and lc.executor == "slurm":
+                host = remote.this_node_ip()  # where compute nodes find the submitting node
+            run_dir = Path(self.raw_cfg.run_dir).resolve()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cfg = remote.for_cluster(self.raw_cfg, run_dir, host)
+        except (RuntimeError, OSError) as e:
+            log.error("launcher=slurm: %s", e)
+            return 1
+        super().__init__(cfg)
+        return super().run()
 
     def _make_executor(self):
         import submitit

@@ -42,6 +42,26 @@ def gpus_per_worker(cfg: RunConfig) -> float:
     return 1.0 if str(cfg.scene.render.get("device", "")).lower() in GPU_DEVICES else 0.0
 
 
+def this_node_ip() -> str:
+    """An address of this machine that other nodes can dial (not 127.x, which some hosts map
+    their own name to)."""
+    import socket
+
+    try:
+        ip = socket.gethostbyname(socket.getfqdn())
+    except OSError:
+        ip = "127.0.0.1"
+    if not ip.startswith("127."):
+        return ip
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))  # picks the outgoing interface; UDP sends nothing
+            ip = s.getsockname()[0]
+        except OSError:
+            raise RuntimeError("cannot tell this node's address for the workers: set launcher.host") from None
+    return ip
+
+
 def for_cluster(cfg: RunConfig, run_dir: Path, host: str | None) -> RunConfig:
     """The run's config with a key pair and, when workers are elsewhere (``host`` given),
     controller and trainer bound where they can reach them."""
