@@ -65,6 +65,7 @@ class RayCluster(EngineCluster):
         self.calls: dict[int, object] = {}  # task index -> its pending run() (an ObjectRef)
 
     def run(self) -> int:
+        remote.sigterm_as_interrupt()
         try:
             cfg = self._connect()
         except KeyboardInterrupt:
@@ -94,6 +95,7 @@ class RayCluster(EngineCluster):
                      log_to_driver=True)
             self.started_cluster = True
             host = lc.host
+        remote.sigterm_as_interrupt()  # again: ray.init installs its own SIGTERM handler
         run_dir = Path(self.raw_cfg.run_dir).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         return remote.for_cluster(self.raw_cfg, run_dir, host)

@@ -41,6 +41,7 @@ class SlurmCluster(EngineCluster):
         self.executor = None
 
     def run(self) -> int:
+        remote.sigterm_as_interrupt()
         lc = self.raw_cfg.launcher
         try:
             host = lc.host

@@ -20,7 +20,9 @@ import dataclasses
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,16 @@ def gpus_per_worker(cfg: RunConfig) -> float:
     if cfg.launcher.num_gpus is not None:
         return float(cfg.launcher.num_gpus)
     return 1.0 if str(cfg.scene.render.get("device", "")).lower() in GPU_DEVICES else 0.0
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM (a scheduler's or ``timeout``'s stop) takes Ctrl-C's path, so that an engine's
+    workers are stopped and a Ray cluster started here is shut down, not left to time out."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def this_node_ip() -> str:
