@@ -66,8 +66,16 @@ class ModelCfg:
     input_blur: Optional[float] = None
 
 
+LAUNCHERS = ("local", "ray", "slurm")
+
+
 @dataclass(frozen=True)
 class LauncherCfg:
+    """``name`` picks who starts the workers: ``local`` (processes on this machine), ``ray`` (Ray
+    actors) or ``slurm`` (a submitit job array). The keys after ``blender`` belong to ray / slurm
+    only (``configs/launcher/<name>.yaml``); ``controller.config.check`` refuses them elsewhere."""
+
+    name: str = "local"
     workers: int = 2
     max_restarts: int = 3
     start_timeout_s: float = 60.0
@@ -76,6 +84,24 @@ class LauncherCfg:
     progress: bool = True
     # a Blender executable to run workers under (its bundled Python) instead of this Python's bpy
     blender: Optional[str] = None
+    # what one worker reserves: Ray actor resources, SLURM cpus_per_task / gpus_per_node;
+    # num_gpus null = 1 when scene.render.device is optix or cuda, else 0
+    num_cpus: float = 1.0
+    num_gpus: Optional[float] = None
+    # the address workers dial to reach the controller and the trainer; null = loopback for a
+    # cluster on this machine (a local Ray cluster, submitit's local executor), else this node's IP
+    host: Optional[str] = None
+    # ray: "auto" (or host:port, ray://…) joins a running cluster; null starts one on this machine
+    address: Optional[str] = None
+    cluster_cpus: Optional[int] = None  # ray: CPUs of the local cluster started; null = workers × num_cpus
+    # slurm: "slurm" submits with sbatch; "local" runs each job as a local process (submitit's
+    # LocalExecutor: how the tests run it, as SLURM cannot run here)
+    executor: str = "slurm"
+    folder: Optional[str] = None  # slurm: submitit's job folder (logs, pickles); null = <run_dir>/submitit
+    partition: Optional[str] = None
+    timeout_min: int = 24 * 60  # slurm: each job's time limit
+    mem_gb: Optional[float] = None
+    slurm_args: Dict[str, Any] = field(default_factory=dict)  # more submitit slurm_* parameters, e.g. {account: X}
 
 
 @dataclass(frozen=True)

@@ -256,9 +256,12 @@ def check(cfg: RunConfig) -> None:
     from trainer.data import BUILTIN
 
     scene_space(cfg)
+    _check_launcher(cfg.launcher)
     _check_backend(cfg)
     check_device(cfg.trainer.device)
     for setting, endpoint in (("controller.bind", cfg.controller.bind), ("trainer.bind", cfg.trainer.bind)):
+        if cfg.launcher.name != "local" and not cfg.controller.keys:
+            break  # launcher=ray / slurm make a key pair for the run
         try:
             security.for_endpoint(cfg.controller.keys, setting, endpoint, server=True)
         except security.KeysError as e:
@@ -291,6 +294,43 @@ def check(cfg: RunConfig) -> None:
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 1:
             raise ConfigError(f"{key} must be >= 1")
+
+
+# the launcher options that only one kind of launcher reads (configs/launcher/<name>.yaml)
+LAUNCHER_KEYS = {
+    "ray": ("num_cpus", "num_gpus", "host", "address", "cluster_cpus"),
+    "slurm": ("num_cpus", "num_gpus", "host", "executor", "folder", "partition", "timeout_min", "mem_gb",
+              "slurm_args"),
+}
+
+
+def _check_launcher(lc) -> None:
+    """A launcher's name, its options, and its extra (ray, submitit) installed."""
+    import importlib.util
+
+    from configs.schema import LAUNCHERS, LauncherCfg
+
+    if lc.name not in LAUNCHERS:
+        raise ConfigError(f"launcher.name: unknown launcher '{lc.name}'; available: {', '.join(LAUNCHERS)}")
+    default = LauncherCfg()
+    own = set(LAUNCHER_KEYS.get(lc.name, ()))
+    for name, keys in LAUNCHER_KEYS.items():
+        for key in keys:
+            if key not in own and getattr(lc, key) != getattr(default, key):
+                raise ConfigError(f"launcher.{key} is an option of launcher={name}, not launcher={lc.name}")
+    if lc.name == "local":
+        return
+    if lc.blender:
+        raise ConfigError(f"launcher.blender: launcher={lc.name} runs workers in its own Python processes; "
+                          "install bpy (the blender extra) on the render nodes instead")
+    if lc.num_cpus <= 0 or (lc.num_gpus is not None and lc.num_gpus < 0):
+        raise ConfigError("launcher.num_cpus must be > 0 and launcher.num_gpus >= 0")
+    if lc.name == "slurm" and lc.executor not in ("slurm", "local"):
+        raise ConfigError(f"launcher.executor={lc.executor}: expected slurm or local")
+    module = {"ray": "ray", "slurm": "submitit"}[lc.name]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"launcher={lc.name} needs {module}, which is not installed in {sys.executable}: "
+                          f"`pip install 'otfgen[{lc.name}]'`")
 
 
 def _check_backend(cfg: RunConfig) -> None:

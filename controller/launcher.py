@@ -3,6 +3,8 @@
     otfgen [hydra overrides]          # the whole loop (default: mnist2d, uniform policy, 2 workers)
     otfgen preview scene=NAME n=64 [sweep=PARAM]   # a labelled PNG grid of a scene, no trainer
     otfgen export RUN_DIR --out DIR --format webdataset|npz   # the run's stream as shards on disk
+    otfgen launcher=ray …             # workers as Ray actors (controller.launch_ray)
+    otfgen launcher=slurm …           # workers as a SLURM job array via submitit (controller.launch_slurm)
     otfgen replay RUN_DIR             # regenerate the run's stream from params.jsonl and check its bytes
     otfgen keys DIR                   # CurveZMQ keys for endpoints beyond loopback (controller.keys=DIR)
     otfgen compare policies=[...] …   # several policies over several seeds, paired (otfgen-compare)
@@ -78,6 +80,19 @@ class LocalCluster:
         self.children[child.name] = child
 
     def start_controller_and_workers(self) -> str:
+        self.start_controller()
+        for i in range(self.cfg.launcher.workers):
+            self._spawn(Child(f"worker-{i}", worker_argv(self.cfg.launcher.blender, self.worker_args(i))))
+        return self.endpoint
+
+    def worker_args(self, i: int) -> list[str]:
+        """Worker ``i``'s ``key=value`` arguments (its id stays the same across restarts)."""
+        args = [f"controller={self.endpoint}", f"id=w{i}", f"credits={self.cfg.controller.credits}"]
+        if self.cfg.controller.keys:
+            args.append(f"keys={Path(self.cfg.controller.keys).expanduser().resolve()}")
+        return args
+
+    def start_controller(self) -> str:
         ready = self.run_dir / "endpoints.json"
         ready.unlink(missing_ok=True)
         py = sys.executable
@@ -92,11 +107,6 @@ class LocalCluster:
                 raise RuntimeError(f"controller not ready within {self.cfg.launcher.start_timeout_s:.0f} s")
             time.sleep(0.05)
         self.endpoint = json.loads(ready.read_text())["controller"]
-        for i in range(self.cfg.launcher.workers):
-            args = [f"controller={self.endpoint}", f"id=w{i}", f"credits={self.cfg.controller.credits}"]
-            if self.cfg.controller.keys:
-                args.append(f"keys={Path(self.cfg.controller.keys).expanduser().resolve()}")
-            self._spawn(Child(f"worker-{i}", worker_argv(self.cfg.launcher.blender, args)))
         return self.endpoint
 
     def start_trainer(self) -> None:
@@ -114,32 +124,9 @@ class LocalCluster:
         while True:
             time.sleep(0.2)
             now = time.monotonic()
-            trainer = self.children["trainer"]
-            code = trainer.proc.poll()
+            code = self.check_trainer_and_controller()
             if code is not None:
-                if code != 0:
-                    log.error("trainer failed (%s); stopping everything", _describe(code))
-                    return 1
-                ctrl = self.children["controller"].proc
-                try:
-                    code = ctrl.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    log.error("controller did not stop after the trainer finished")
-                    return 1
-                return 0 if code == 0 else 1
-            code = self.children["controller"].proc.poll()
-            if code == 0:  # the trainer said "finished" and is writing its checkpoint
-                try:
-                    code = trainer.proc.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    log.error("trainer did not exit within 120 s after finishing")
-                    return 1
-                if code != 0:
-                    log.error("trainer failed (%s); stopping everything", _describe(code))
-                return 0 if code == 0 else 1
-            if code is not None:
-                log.error("controller exited (%s) before training finished; stopping everything", _describe(code))
-                return 1
+                return code
             alive = 0
             for child in self.children.values():
                 if not child.name.startswith("worker") or child.given_up:
@@ -178,6 +165,36 @@ class LocalCluster:
                 log.error("no worker left alive; stopping")
                 return 1
 
+    def check_trainer_and_controller(self) -> int | None:
+        """The run's exit code once the trainer or the controller has ended, else None."""
+        trainer = self.children["trainer"]
+        code = trainer.proc.poll()
+        if code is not None:
+            if code != 0:
+                log.error("trainer failed (%s); stopping everything", _describe(code))
+                return 1
+            ctrl = self.children["controller"].proc
+            try:
+                code = ctrl.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                log.error("controller did not stop after the trainer finished")
+                return 1
+            return 0 if code == 0 else 1
+        code = self.children["controller"].proc.poll()
+        if code == 0:  # the trainer said "finished" and is writing its checkpoint
+            try:
+                code = trainer.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                log.error("trainer did not exit within 120 s after finishing")
+                return 1
+            if code != 0:
+                log.error("trainer failed (%s); stopping everything", _describe(code))
+            return 0 if code == 0 else 1
+        if code is not None:
+            log.error("controller exited (%s) before training finished; stopping everything", _describe(code))
+            return 1
+        return None
+
     def stop(self, timeout: float = 5.0) -> None:
         procs = [c.proc for c in self.children.values() if c.proc is not None and c.proc.poll() is None]
         for p in procs:
@@ -208,6 +225,19 @@ class LocalCluster:
         if code == 0:
             log.info("otfgen: done. Run directory: %s", self.run_dir)
         return code
+
+
+def make_cluster(cfg: RunConfig) -> LocalCluster:
+    """The launcher ``cfg.launcher.name`` names: local processes, Ray actors or SLURM jobs."""
+    if cfg.launcher.name == "ray":
+        from controller.launch_ray import RayCluster
+
+        return RayCluster(cfg)
+    if cfg.launcher.name == "slurm":
+        from controller.launch_slurm import SlurmCluster
+
+        return SlurmCluster(cfg)
+    return LocalCluster(cfg)
 
 
 def _describe(code: int) -> str:
@@ -253,7 +283,7 @@ def _hydra_main() -> int:
         except (config_mod.ConfigError, ValueError, LookupError) as e:
             result["code"] = _startup_error(e)
             return
-        result["code"] = LocalCluster(cfg).run()
+        result["code"] = make_cluster(cfg).run()
 
     app()
     return result["code"]

@@ -70,3 +70,26 @@ def test_missing_cuda_device_is_a_startup_error():
 def test_family_facts_are_not_in_the_scene_config():
     names = {f.name for f in dataclasses.fields(RunConfig().scene)}
     assert not names & {"image_shape", "num_classes", "label_param"}
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["launcher=ray", "launcher.adress=auto"], "unknown key 'launcher.adress'"),
+    (["launcher.address=auto"], "launcher.address is an option of launcher=ray, not launcher=local"),
+    (["launcher=ray", "launcher.partition=gpu"], "launcher.partition is an option of launcher=slurm, not launcher=ray"),
+    (["launcher=slurm", "launcher.executor=lokal"], "launcher.executor=lokal: expected slurm or local"),
+    (["launcher=ray", "launcher.blender=/usr/bin/blender"], "launcher.blender: launcher=ray runs workers"),
+    (["launcher.name=k8s"], "launcher.name: unknown launcher 'k8s'; available: local, ray, slurm"),
+])
+def test_launcher_options_belong_to_their_launcher(overrides, needle):
+    with pytest.raises(ConfigError) as e:
+        config.check(compose(overrides))
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_engine_launchers_make_their_own_keys_for_binds_beyond_loopback():
+    # launcher=ray / slurm write a key pair per run, so a wide bind is no start-up error there
+    config.check(compose(["launcher=ray", "controller.bind=tcp://0.0.0.0", "trainer.bind=tcp://0.0.0.0"]))
+    with pytest.raises(ConfigError, match="CurveZMQ keys are required"):
+        config.check(compose(["controller.bind=tcp://0.0.0.0"]))
+    cfg = compose(["launcher=slurm", "launcher.executor=local", "workers=3"])
+    assert (cfg.launcher.name, cfg.launcher.executor, cfg.launcher.workers) == ("slurm", "local", 3)

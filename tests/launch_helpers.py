@@ -1,0 +1,99 @@
+"""What the launcher=ray and launcher=slurm tests share: start a run, wait for it, check its stream."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import otfgen_cmd, proc_cmdlines
+
+SMALL = ["controller.request_size=256", "trainer.batch_size=128", "trainer.threads=1", "launcher.progress=false",
+         "trainer.val_every=100000"]
+
+
+def like_a_terminal():  # SIGINT handled by default and not blocked, whatever the test process did
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def start(run_dir: Path, env: dict, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen(otfgen_cmd(f"hydra.run.dir={run_dir}", *SMALL, *overrides), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=like_a_terminal)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    return out
+
+
+def wait_for_requests(run_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until the trainer has consumed ``n`` requests (lines of stream.jsonl)."""
+    stream = run_dir / "stream.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stream.exists() and len(stream.read_text().splitlines()) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (code {proc.returncode}) before {n} requests:\n"
+                                 f"{proc.communicate()[0][-3000:]}")
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {n} requests consumed within {timeout:.0f} s")
+
+
+def stream_ids(run_dir: Path) -> list[int]:
+    return [json.loads(line)["id"] for line in open(run_dir / "stream.jsonl")]
+
+
+def replay(run_dir: Path, env: dict) -> dict:
+    r = subprocess.run(otfgen_cmd("replay", str(run_dir)), env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc's parent links)."""
+    parents = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+def alive(pids: set[int]) -> set[int]:
+    """The ones still running (zombies waiting for their reaper count as gone)."""
+    out = set()
+    for p in pids:
+        try:
+            state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.add(p)
+    return out
+
+
+def ctrl_c(proc: subprocess.Popen, timeout: float = 60) -> str:
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    return finish(proc, timeout)
+
+
+def matching(needle: str) -> list[int]:
+    return [pid for pid, cmd in proc_cmdlines().items() if needle in cmd]
