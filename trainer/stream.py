@@ -483,9 +483,10 @@ class Stream(IterableDataset):
         last yielded. They reach the controller with that request's delivery, once every sample of
         the request was reported; a request without them teaches the policy nothing.
 
-        ``signal``: what ``info["signal"]`` names, per sample, for ``match`` (``feature_distance``)
-        and ``align`` (``grad_alignment``); ``trainer.signals.RealSignal`` computes it for the
-        built-in models. ``bandit`` and ``ppo`` need only the losses.
+        ``signal``: what ``info["signal"]`` names, per sample, for ``match`` (``feature_distance``),
+        ``align`` (``grad_alignment``) and ``realism`` (``realism``: it reads the model inputs,
+        not the model); ``trainer.signals.RealSignal`` computes it for the built-in models.
+        ``bandit`` and ``ppo`` need only the losses.
         """
         if self._last is None:
             raise StreamError("stream.report(): the stream's pass has ended, no batch to attach losses to"
