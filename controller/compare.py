@@ -686,6 +686,14 @@ def report(out: Path, policies: list[str], seeds: int | list[int], thresholds: l
     return text
 
 
+def arms_on_wide(args: Args, arms: list[str]) -> list[str]:
+    """The arms that run on the wide arm's scene: the same last ``scene=`` override, taken in the
+    order a run gets them (run_one: the harness's overrides, then the arm's own, which win)."""
+    scene_of = {arm_spec(a)[0]: [o for o in args.overrides + arm_spec(a)[2] if o.startswith("scene=")][-1:]
+                for a in args.policies}
+    return [a for a in arms if scene_of[a] == scene_of[args.headroom[1]]]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -704,11 +712,7 @@ def main(argv: list[str] | None = None) -> None:
     failed = [f"{a}/seed{s}" for a in arms for s in args.seed_list if not read_run(args.out, a, s).ok]
     if failed and code == 0:
         code = 1  # a failed run is not a result: say so in the exit code too
-    on_wide = None
-    if args.headroom:  # arms on the wide arm's scene: the same scene= override (and nothing else decides)
-        scene_of = {arm_spec(a)[0]: [o for o in arm_spec(a)[2] + args.overrides if o.startswith("scene=")][-1:]
-                    for a in args.policies}
-        on_wide = [a for a in arms if scene_of[a] == scene_of[args.headroom[1]]]
+    on_wide = arms_on_wide(args, arms) if args.headroom else None
     print(report(args.out, arms, args.seed_list, args.thresholds, args.baseline, args.headroom, on_wide))
     print(f"\nresults: {args.out / 'results.md'}")
     if failed:

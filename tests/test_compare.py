@@ -232,3 +232,11 @@ def test_random_search_trains_the_best_probe_box_with_the_rest_of_the_budget(tmp
     assert record["chosen"] == 1 and [b["reward_acc"] for b in record["boxes"]] == [0.3, 0.8, 0.5]
     with pytest.raises(SystemExit, match="needs budget.samples"):
         random_search.run(tmp_path / "s1", 0, [*ov[:1], "budget.samples=10000", *ov[2:]], launch, compare.load_metrics)
+
+
+def test_headroom_share_only_for_arms_on_the_wide_scene_even_with_a_global_scene():
+    args = compare.parse_args(["policies=[uniform,align,wide:uniform+scene=fashion2d_wide,"
+                               "realism_wide:realism+scene=fashion2d_wide]", "headroom=[uniform,wide]",
+                               "scene=fashion2d"])
+    # the arm's own scene= is the one its run gets; the harness-wide scene=fashion2d must not hide it
+    assert compare.arms_on_wide(args, ["uniform", "align", "wide", "realism_wide"]) == ["wide", "realism_wide"]
