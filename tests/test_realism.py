@@ -54,3 +54,24 @@ def test_realism_policy_moves_away_from_what_the_discriminator_rejects():
     params, _ = SPACE.sample(policy.act(), 9, 20000)
     thick = np.mean(bin_index(SPACE["thickness"], params["thickness"], 8) >= 6)
     assert thick < 0.1  # uniform gives 2/8; the floor alone leaves 0.2 * 2/8 = 0.05
+
+
+def test_the_plotted_class_row_is_the_one_drawn():
+    """Classes are drawn uniformly unless steer_label: the plots must not show a steered row."""
+    policy = policies.make("realism", SPACE, 8, {"num_classes": 10, "budget_requests": 100, "label_param": "label"})
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        action = policy.act()
+        params, _ = SPACE.sample(action, 900 + i, 256)
+        s = np.where(params["label"] == 3, 2.0, 0.0) + rng.standard_normal(256)  # class 3 looks real
+        policy.observe(action, params, np.ones(256, np.float32), s.astype(np.float32))
+    assert "label" not in policy.act()
+    assert np.allclose(policy.probs()["label"], 0.1)
+    steered = policies.make("realism", SPACE, 8, {"num_classes": 10, "budget_requests": 100, "label_param": "label",
+                                                  "steer_label": True})
+    for i in range(20):
+        action = steered.act()
+        params, _ = SPACE.sample(action, 900 + i, 256)
+        s = np.where(params["label"] == 3, 2.0, 0.0) + rng.standard_normal(256)
+        steered.observe(action, params, np.ones(256, np.float32), s.astype(np.float32))
+    assert np.argmax(steered.probs()["label"]) == 3 and steered.act()["label"][3] > 0.3

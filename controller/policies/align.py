@@ -171,8 +171,10 @@ class Align(Policy):
         return action
 
     def probs(self):
-        """Per parameter: the class-averaged distribution over bins (what the plots show)."""
-        out = {self.label: self._row_probs(self.cls_avg)}
+        """Per parameter: the class-averaged distribution over bins (what the plots show); the class
+        row is what is drawn, uniform unless ``steer_label``."""
+        k = self.cls_avg.size
+        out = {self.label: self._row_probs(self.cls_avg) if self.args.steer_label else np.full(k, 1.0 / k)}
         for n in self.names:
             out[n] = self.joint_probs(n).mean(0)
         return out
