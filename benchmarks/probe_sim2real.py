@@ -12,7 +12,7 @@ from the true class.
     python benchmarks/sim2real.py --samples 60000 --seed 0 --save-model /tmp/m0.pt   # and seeds 1, 2
     python benchmarks/probe_sim2real.py /tmp/m0.pt /tmp/m1.pt /tmp/m2.pt --grid /tmp/hard.png
 
-What it found so far: docs/experiments.md (mnist2d sim-to-real, session 5).
+Its figures, with their commands: docs/experiments.md (mnist2d sim-to-real).
 """
 
 from __future__ import annotations

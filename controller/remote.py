@@ -11,7 +11,9 @@ Keys: unless ``controller.keys`` is given, a fresh CurveZMQ key pair is written 
 ``<run_dir>/keys`` for each run. A worker gets the public server key and the client key pair as
 bytes in its arguments (through the engine's own channel: Ray's object store, submitit's job
 pickle in its folder, which only the user can read) and writes them to a private temporary
-folder on its node, so there are no keys to copy by hand.
+folder on its node, so there are no keys to copy by hand. Those job files are the engine's own,
+written by the user's process and read by the engine; otfgen unpickles nothing, and nothing
+from a socket.
 """
 
 from __future__ import annotations

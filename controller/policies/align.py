@@ -82,6 +82,7 @@ class Align(Policy):
             self.xty = np.zeros((rows, d))
             self.yty = np.zeros(rows)
             self.cnt = np.zeros(rows)
+            self._fit_at, self._fitted = None, None  # the fit of the last observation, reused by act()
 
     def _class_index(self, params) -> np.ndarray:
         p = self.space[self.label]
@@ -136,7 +137,7 @@ class Align(Policy):
     def _additive_effects(self) -> tuple[np.ndarray, float]:
         """Per row the ridge coefficients [rows, d], and the residual std of the signal around the fit
         (pooled over rows): the noise an effect is measured against. Refitted once per observation."""
-        if getattr(self, "_fit_at", None) == self.observed:
+        if self._fit_at == self.observed:
             return self._fitted
         d = self.xtx.shape[1]
         pen = self.args.ridge * np.eye(d)
