@@ -112,7 +112,7 @@ def _check_delivered(f, a):
         raise ProtocolError("missing_array", "delivered: signal without losses")
 
 
-SIGNALS = ("none", "feature_distance", "grad_alignment", "realism")  # what a policy may ask the trainer to compute
+SIGNALS = ("none", "feature_distance", "grad_alignment", "realism", "reducible_loss")  # what a policy may ask the trainer to compute
 
 
 def _check_info(f, a):

@@ -31,7 +31,7 @@ import numpy as np
 
 from blender_gen.space import Param, ParamSpace
 
-NAMES = ("uniform", "bandit", "ppo", "match", "align", "realism")  # built in; more come from entry points
+NAMES = ("uniform", "bandit", "ppo", "match", "align", "realism", "rho")  # built in; more come from entry points
 ENTRY_POINTS = "otfgen.policies"  # name -> a module with POLICY (and ARGS), as the built-in ones
 
 
