@@ -30,7 +30,7 @@ def test_unknown_keys_are_refused_with_their_name(overrides, key):
 
 
 @pytest.mark.parametrize("overrides,needle", [
-    (["policy=nope"], "policy=nope: no such config; available: align, bandit, match, ppo, realism, uniform"),
+    (["policy=nope"], "policy=nope: no such config; available: align, bandit, match, ppo, realism, rho, uniform"),
     (["trainer.lr=abc"], "trainer.lr=abc"),
     (["policy=bandit", "policy.options.floor=abc"], "policy.options.floor=abc"),
 ])
