@@ -91,7 +91,9 @@ class RealSignal:
             self.gen = gen
             self.disc_loss: float | None = None
         if kind == "reducible_loss":
+            t0 = time.perf_counter()
             self.ref_net, self.ref_acc = train_reference(net, self.x, self.y, num_classes, device, seed)
+            self.time_s += time.perf_counter() - t0  # part of the signal's cost
 
     def _view(self, x: torch.Tensor) -> torch.Tensor:
         """The task model's fixed input blur, if it has one (trainer/models.py)."""
