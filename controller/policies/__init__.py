@@ -63,6 +63,22 @@ def bin_index(p: Param, values: np.ndarray, k: int) -> np.ndarray:
     return np.clip((t * k).astype(np.int64), 0, k - 1)
 
 
+class ClassRegions:
+    """What a policy with one row of bin weights per class needs to know of the space: the label
+    parameter, its number of classes, the other steered parameters and their bin counts."""
+
+    def __init__(self, space: ParamSpace, options: Mapping[str, Any], bins: int):
+        self.label = options.get("label_param", "label")
+        self.n_cls = space[self.label].n_options
+        self.names = [n for n in (options.get("params") or [p.name for p in space]) if n != self.label]
+        self.k = {n: n_bins(space[n], bins) for n in self.names}
+        self._low = int(space[self.label].low) if space[self.label].kind == "int" else 0
+
+    def class_index(self, params: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Each sample's row: its label value counted from 0."""
+        return np.asarray(params[self.label], np.int64) - self._low
+
+
 class RegionStats:
     """Per (parameter, bin) moving averages of a per-sample signal at a fast and a slow rate."""
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.policies import Policy, PolicyArgs, args_from, bin_index, boltzmann, n_bins, timed
+from controller.policies import ClassRegions, Policy, PolicyArgs, args_from, bin_index, boltzmann, timed
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,9 @@ class Align(Policy):
     def __init__(self, space, bins=8, options=None, seed=0):
         super().__init__(space, bins, options, seed)
         self.args = args_from(self.args_class, self.options)
-        self.label = self.options.get("label_param", "label")
-        lp = space[self.label]
-        self.n_cls = lp.n_options
-        self.names = [n for n in (self.options.get("params") or [p.name for p in space]) if n != self.label]
-        self.k = {n: n_bins(space[n], bins) for n in self.names}
+        self.regions = ClassRegions(space, self.options, bins)
+        self.label, self.n_cls, self.names, self.k = (self.regions.label, self.regions.n_cls, self.regions.names,
+                                                      self.regions.k)
         rows = self.n_cls if self.args.joint else 1
         self.avg = {n: np.full((rows, self.k[n]), np.nan) for n in self.names}
         self.cls_avg = np.full(self.n_cls, np.nan)
@@ -84,10 +82,6 @@ class Align(Policy):
             self.cnt = np.zeros(rows)
             self._fit_at, self._fitted = None, None  # the fit of the last observation, reused by act()
 
-    def _class_index(self, params) -> np.ndarray:
-        p = self.space[self.label]
-        return np.asarray(params[self.label], np.int64) - (int(p.low) if p.kind == "int" else 0)
-
     @timed
     def observe(self, action, params, losses, signal=None):
         if signal is None:
@@ -95,7 +89,7 @@ class Align(Policy):
         s = np.asarray(signal, np.float64)
         v = float(s.var())
         self.var = v if self.var is None else self.var + self.args.rate * (v - self.var)
-        c = self._class_index(params)
+        c = self.regions.class_index(params)
         self._update(self.cls_avg[None, :], c, s, self.n_cls)
         if self.args.model == "additive":
             self._fit(params, c, s)

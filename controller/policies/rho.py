@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.policies import Policy, PolicyArgs, args_from, bin_index, n_bins, timed, with_floor
+from controller.policies import ClassRegions, Policy, PolicyArgs, args_from, bin_index, timed, with_floor
 
 
 @dataclass(frozen=True)
@@ -74,19 +74,14 @@ class Rho(Policy):
             raise ValueError(f"policy.options.prior_share={a.prior_share}: expected a share in [0, 1)")
         if not (0.0 < a.rate <= 1.0 and 0.0 <= a.forget < 1.0 and 0.0 <= a.floor <= 1.0 and a.sharpness >= 0.0):
             raise ValueError("policy.options: need 0 < rate <= 1, 0 <= forget < 1, 0 <= floor <= 1, sharpness >= 0")
-        self.label = self.options.get("label_param", "label")
-        self.n_cls = space[self.label].n_options
-        self.names = [n for n in (self.options.get("params") or [p.name for p in space]) if n != self.label]
-        self.k = {n: n_bins(space[n], bins) for n in self.names}
+        self.regions = ClassRegions(space, self.options, bins)
+        self.label, self.n_cls, self.names, self.k = (self.regions.label, self.regions.n_cls, self.regions.names,
+                                                      self.regions.k)
         self.q = {n: np.full((self.n_cls, self.k[n]), 1.0 / self.k[n]) for n in self.names}
         self.count = {n: np.zeros((self.n_cls, self.k[n])) for n in self.names}
         self.elites = {n: np.zeros((self.n_cls, self.k[n])) for n in self.names}
         self.observed = 0
         self.rng = np.random.default_rng(seed)
-
-    def _class_index(self, params) -> np.ndarray:
-        p = self.space[self.label]
-        return np.asarray(params[self.label], np.int64) - (int(p.low) if p.kind == "int" else 0)
 
     def _elite_mask(self, c: np.ndarray, s: np.ndarray) -> np.ndarray:
         """Per class present, its top ``elite`` share by signal (at least one when it has two samples)."""
@@ -118,7 +113,7 @@ class Rho(Policy):
             return
         a = self.args
         s = np.asarray(signal, np.float64)
-        c = self._class_index(params)
+        c = self.regions.class_index(params)
         e = self._elite_mask(c, s).astype(np.float64)
         keep = 1.0 - a.forget
         for n in self.names:
@@ -136,16 +131,13 @@ class Rho(Policy):
             self.q[n] = (1.0 - a.rate) * self.q[n] + a.rate * target
         self.observed += 1
 
-    def _rows(self, name: str) -> np.ndarray:
-        return np.stack([with_floor(r, self.args.floor) for r in self.q[name]])
-
     @timed
     def act(self):
         if self.observed < self.args.warmup_requests or self.rng.random() < self.args.prior_share:
             return {}
         # 4 decimals: the action is the parameter log's record of the request (replay draws from
         # exactly these weights); one row per class for every parameter
-        return {f"{n}|{self.label}": [[round(float(x), 4) for x in r] for r in self._rows(n)] for n in self.names}
+        return {f"{n}|{self.label}": [[round(float(x), 4) for x in r] for r in self.joint_probs(n)] for n in self.names}
 
     def probs(self):
         """Per parameter the distribution a sample is drawn from, averaged over classes and over
@@ -155,12 +147,12 @@ class Rho(Policy):
             return out | {n: np.full(self.k[n], 1.0 / self.k[n]) for n in self.names}
         ps = self.args.prior_share
         for n in self.names:
-            out[n] = (1.0 - ps) * self._rows(n).mean(0) + ps / self.k[n]
+            out[n] = (1.0 - ps) * self.joint_probs(n).mean(0) + ps / self.k[n]
         return out
 
     def joint_probs(self, name: str) -> np.ndarray:
         """[classes, bins] of one parameter in a steered request."""
-        return self._rows(name)
+        return np.stack([with_floor(r, self.args.floor) for r in self.q[name]])
 
 
 ARGS = RhoArgs
