@@ -151,6 +151,10 @@ class TrainerCfg:
     reward_split: float = 0.0
     # training steps between refreshes of the reward split's mean gradient (policy=align's signal)
     signal_every: int = 25
+    # share of each minibatch's generated samples trained on: those the policy's signal rates
+    # highest (online batch selection, as in RHO-LOSS); 1 = all. Needs a policy with a signal.
+    # Every generated sample still counts against budget.samples and still reaches the policy.
+    select: float = 1.0
 
 
 @dataclass(frozen=True)

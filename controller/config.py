@@ -284,6 +284,11 @@ def check(cfg: RunConfig) -> None:
     if policies.signal_of(cfg.policy.name) != "none" and cfg.trainer.reward_split <= 0:
         raise ConfigError(f"policy={cfg.policy.name} learns from real data: set trainer.reward_split (e.g. 0.5) so "
                           "that results are reported on a part it never saw")
+    if not 0.0 < cfg.trainer.select <= 1.0:
+        raise ConfigError(f"trainer.select={cfg.trainer.select}: expected a share in (0, 1]")
+    if cfg.trainer.select < 1.0 and policies.signal_of(cfg.policy.name) == "none":
+        raise ConfigError(f"trainer.select={cfg.trainer.select} picks samples by the policy's signal, and "
+                          f"policy={cfg.policy.name} has none: use rho, realism, align or match")
     if not 0.0 <= cfg.trainer.real_fraction < 1.0:
         raise ConfigError("trainer.real_fraction must be in [0, 1)")
     for key, blur in (("model.input_blur", cfg.model.input_blur), ("scene.input_blur", cfg.scene.input_blur)):

@@ -166,6 +166,8 @@ def test_failing_trainer_stops_the_run_with_a_clear_message(tmp_path, env):
     (["trainer.val_data=/nonexistent/digits.npz"], "does not exist"),
     (["model.input_blur=5"], "model.input_blur=5.0: expected a blur std in pixels in [0, 3]"),
     (["trainer.device=cuda:99"], "trainer.device=cuda:99"),  # checked before any process starts
+    (["trainer.select=0.5"], "trainer.select=0.5 picks samples by the policy's signal, and policy=uniform has none"),
+    (["policy=rho", "trainer.reward_split=0.1", "trainer.select=0"], "trainer.select=0.0: expected a share in (0, 1]"),
 ])
 def test_bad_configuration_fails_at_start_with_the_key(tmp_path, env, overrides, needle):
     p, run_dir = _run(tmp_path, env, *overrides, timeout=60)
@@ -212,6 +214,18 @@ def test_validation_on_held_out_generated_samples(tmp_path, env):
     assert "validation on 512 held-out generated samples" in p.stderr
     m = [json.loads(line) for line in open(run_dir / "metrics.jsonl") if '"val/acc"' in line]
     assert m and m[-1]["val/n"] == 512 and m[-1]["train/samples"] == 2048
+
+
+def test_selection_trains_on_the_share_the_signal_picks_and_every_sample_still_reaches_the_policy(tmp_path, env):
+    p, run_dir = _run(tmp_path, env, "policy=rho", "trainer.reward_split=0.3", "trainer.select=0.5",
+                      "budget.samples=6144", "trainer.val_every=6144")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "trained on 3072 of the 6144 generated samples (trainer.select=0.5" in p.stderr
+    m = [json.loads(line) for line in open(run_dir / "metrics.jsonl") if '"val/acc"' in line]
+    assert m[-1]["train/samples"] == 6144 and m[-1]["train/trained"] == 3072
+    stream = _stream(run_dir)
+    assert sum(r["n"] for r in stream) == 6144 and len({r["id"] for r in stream}) == len(stream)
+    assert m[-1]["val/acc"] > 0.3, m[-1]  # it learns from the half it keeps (chance: 0.1)
 
 
 def test_validation_images_of_the_wrong_size_are_a_clear_error(tmp_path, env):

@@ -142,3 +142,14 @@ def test_reducible_loss_signal_scores_inverted_and_upside_down_digits_below_plai
     assert np.mean(gaps_inv[-10:]) > 0.3  # percentiles: plain well above inverted ...
     assert np.mean(gaps_rot) > 0.15  # ... and upright above upside down, from the first minibatch
     assert "signal/ref_train_acc" in sig.summary() and "signal/disc_loss" in sig.summary()
+
+
+def test_selection_keeps_the_share_the_signal_rates_most_useful():
+    from trainer.signals import select
+
+    sig = np.array([0.2, 0.9, 0.1, 0.7, 0.5, 0.3, 0.8, 0.0], np.float32)
+    assert select(sig, 0.25, "reducible_loss").tolist() == [1, 6]  # the top quarter, in stream order
+    assert select(sig, 0.25, "feature_distance").tolist() == [2, 7]  # a distance: the smallest are best
+    assert select(sig, 1.0, "realism").tolist() == list(range(8))
+    assert select(sig, 0.01, "grad_alignment").tolist() == [1]  # never an empty minibatch
+    assert select(np.zeros(8, np.float32), 0.5, "reducible_loss").tolist() == [0, 1, 2, 3]

@@ -189,6 +189,19 @@ class RealSignal:
         return out.float().cpu().numpy()
 
 
+# which way each signal points: +1 where a higher value means a more useful sample
+DIRECTION = {"feature_distance": -1.0, "grad_alignment": 1.0, "realism": 1.0, "reducible_loss": 1.0}
+
+
+def select(sig: np.ndarray, share: float, kind: str) -> np.ndarray:
+    """Indices of the ``share`` of samples (at least one) that the signal rates most useful, in
+    their original order; ties broken by position, so a constant signal keeps the first ones."""
+    n = len(sig)
+    k = max(1, min(n, int(round(share * n))))
+    order = np.argsort(-DIRECTION[kind] * np.asarray(sig, dtype=np.float64), kind="stable")
+    return np.sort(order[:k])
+
+
 def _percentile(v: torch.Tensor) -> torch.Tensor:
     """Each value's rank within the tensor, scaled to [0, 1] (0.5 for a single value)."""
     if v.numel() < 2:

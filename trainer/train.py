@@ -32,7 +32,7 @@ from trainer.progress import Progress, wanted
 from trainer.data import BUILTIN, DataError, few_per_class, load_dataset
 from trainer.evaluate import evaluate
 from trainer.models import build, to_input
-from trainer.signals import RealSignal
+from trainer.signals import RealSignal, select
 from trainer.step import TrainStep, pick_device
 from trainer.stream import Stream, StreamError
 
@@ -160,6 +160,11 @@ def train(cfg: RunConfig, controller: str) -> dict:
         wants = stream.info["signal"]  # what the policy learns from, measured on the reward split
         if wants != "none" and reward_x is None:
             raise ConfigError(f"policy={cfg.policy.name} needs trainer.reward_split > 0")
+        if not 0.0 < tc.select <= 1.0:
+            raise ConfigError(f"trainer.select={tc.select}: expected a share in (0, 1]")
+        if tc.select < 1.0 and wants == "none":
+            raise ConfigError(f"trainer.select={tc.select} picks samples by the policy's signal, and "
+                              f"policy={cfg.policy.name} has none: use rho, realism, align or match")
         if wants != "none" and world > 1:
             raise ConfigError(f"policy={cfg.policy.name} is not supported with trainer.ranks > 1")
         if val_x is not None and val_x.shape[1:] != image_shape:
@@ -189,6 +194,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
                                                          every=tc.signal_every, seed=cfg.seed)
         t_start = time.perf_counter()
         step_time = 0.0
+        trained = 0  # generated samples trained on (fewer than consumed with trainer.select < 1)
         loss_ema = None
         next_val = tc.val_every
         it = stream.iter_batches()
@@ -240,7 +246,15 @@ def train(cfg: RunConfig, controller: str) -> dict:
             else:
                 logits, sig = model(to_input(xb)), None
             losses = step.loss(logits, y)
-            step.update(losses)
+            if sig is not None and tc.select < 1.0:
+                keep = torch.from_numpy(select(sig, tc.select, signal.kind)).to(device)
+                if n_real:  # the real images of few-real mode are always trained on
+                    keep = torch.cat([keep, torch.arange(n_gen, len(y), device=device)])
+                trained += len(keep) - (len(y) - n_gen)
+                step.update(losses[keep])
+            else:
+                trained += n_gen
+                step.update(losses)
             per_sample = losses[:n_gen].detach().float().cpu().numpy()
             stream.report_losses(batch, per_sample, sig)
             step_time += time.perf_counter() - t0
@@ -255,6 +269,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
                 next_val += tc.val_every
                 m = _validate(net, val_x, val_y, device, num_classes, stream, t_start, step_time, loss_ema, world)
                 m["real/used"] = real_used
+                m["train/trained"] = trained * world
                 if reward_x is not None:
                     r = evaluate(net, reward_x, reward_y, device, num_classes)
                     m.update({"reward/acc": r["acc"], "reward/acc_class": r["acc_class"]})
@@ -270,6 +285,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
         if main_rank and (not history or history[-1]["train/samples"] != stream.consumed * world):
             m = _validate(net, val_x, val_y, device, num_classes, stream, t_start, step_time, loss_ema, world)
             m["real/used"] = real_used
+            m["train/trained"] = trained * world
             record(m)
     stream_log.close()
     metrics_f.close()
@@ -298,6 +314,9 @@ def train(cfg: RunConfig, controller: str) -> dict:
         board.grid("samples/last", panels[1][1], seen)
         board.close()
     final = history[-1]
+    if tc.select < 1.0:
+        log.info("trainer: trained on %d of the %d generated samples (trainer.select=%g, by the %s signal)",
+                 trained, seen, tc.select, wants)
     log.info("trainer: done: %d samples in %.0f s, val acc %.4f ± %.4f (1 SE) on %s; data wait %.1f%% of step time",
              seen, time.perf_counter() - t_start, final["val/acc"], final["val/acc_se"], measures,
              100 * final["train/data_wait"])
