@@ -272,6 +272,7 @@ class Run:
     data_wait: float | None  # fraction of step time the trainer waited for data, at the end
     policy_time_s: float | None
     rows: list[dict]
+    signal_time_s: float | None = None  # the trainer's time computing the policy's signal (signal/time_s)
 
     @property
     def final_acc(self) -> float | None:
@@ -292,7 +293,7 @@ def read_run(out: Path, policy: str, seed: int) -> Run:
     wall = rec.get("wall_s") or last_value(rows, "train/elapsed_s")
     ok = rec.get("ok", True) and len(ys) > 0
     return Run(policy, seed, ok, xs, ys, wall, last_value(rows, "train/data_wait"),
-               last_value(rows, "policy/time_s"), rows)
+               last_value(rows, "policy/time_s"), rows, last_value(rows, "signal/time_s"))
 
 
 # -- aggregation -------------------------------------------------------------------------------------
@@ -343,6 +344,7 @@ def summarize(policy: str, runs: list[Run], thresholds: list[float]) -> dict:
     grid, mean, _, _ = mean_curve(good)
     walls = [r.wall_s for r in good]
     overheads = [100 * r.policy_time_s / r.wall_s for r in good if r.policy_time_s is not None and r.wall_s]
+    signal_costs = [100 * r.signal_time_s / r.wall_s for r in good if r.signal_time_s is not None and r.wall_s]
     return {
         "policy": policy,
         "runs_ok": len(good),
@@ -356,6 +358,7 @@ def summarize(policy: str, runs: list[Run], thresholds: list[float]) -> dict:
         "data_wait_pct": _mean([100 * r.data_wait for r in good if r.data_wait is not None]),
         "wall_s": _mean(walls),
         "policy_overhead_pct": _mean(overheads),
+        "signal_cost_pct": _mean(signal_costs) if signal_costs else 0.0,
     }
 
 
@@ -465,7 +468,8 @@ def markdown_table(result: dict) -> str:
     base = result.get("baseline", BASELINE)
     head = (["arm", "runs ok", "final val acc (%)", f"paired Δ vs {base} (points, 95% CI)"]
             + [f"samples to {t:g}%" for t in th]
-            + ["samples to uniform final", "÷ uniform budget", "data wait", "wall time", "policy overhead"])
+            + ["samples to uniform final", "÷ uniform budget", "data wait", "wall time", "policy overhead",
+                 "signal cost"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in result["rows"]:
         acc = "—" if row["final_acc_mean"] is None else f"{row['final_acc_mean']:.2f} ± {row['final_acc_std']:.2f}"
@@ -473,7 +477,7 @@ def markdown_table(result: dict) -> str:
         cells += [_fmt_samples(row["samples_to"][f"{t:g}"]) for t in th]
         cells += [_fmt_samples(row["samples_to_uniform_final"]), _fmt(row["ratio_to_uniform_budget"], ".2f"),
                   _fmt(row["data_wait_pct"], ".1f", "%"), _fmt(row["wall_s"], ".0f", " s"),
-                  _fmt(row["policy_overhead_pct"], ".1f", "%")]
+                  _fmt(row["policy_overhead_pct"], ".1f", "%"), _fmt(row.get("signal_cost_pct"), ".1f", "%")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -528,7 +532,9 @@ def write_results(result: dict, out: Path) -> str:
     text = (f"# Policy comparison\n\n{result['seeds']} seed(s) per arm ({result.get('seed_list')}); accuracy = final "
             f"validation accuracy, mean ± std over seeds; paired Δ = arm − baseline on the same seed, mean and 95% t "
             f"interval (a gain or loss is claimed only where the interval excludes 0); samples to X% from the mean "
-            f"curve over seeds (linear between validations).\n\n"
+            f"curve over seeds (linear between validations); policy overhead = the controller's time in the policy, "
+            f"signal cost = the trainer's time computing the policy's signal (a reference model's training "
+            f"included), each ÷ the run's wall time.\n\n"
             f"{table}\n\n" + "".join(f"- {v}\n" for v in verdicts))
     (out / "results.md").write_text(text)
     public = {k: v for k, v in result.items() if not k.startswith("_")}

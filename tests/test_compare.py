@@ -240,3 +240,12 @@ def test_headroom_share_only_for_arms_on_the_wide_scene_even_with_a_global_scene
                                "scene=fashion2d"])
     # the arm's own scene= is the one its run gets; the harness-wide scene=fashion2d must not hide it
     assert compare.arms_on_wide(args, ["uniform", "align", "wide", "realism_wide"]) == ["wide", "realism_wide"]
+
+
+def test_policy_and_signal_costs_are_shares_of_the_wall_time(tmp_path):
+    d = compare.run_dir(tmp_path, "rho", 0)
+    d.mkdir(parents=True)
+    (d / "metrics.jsonl").write_text(json.dumps({"train/samples": 1000, "val/acc": 0.9, "train/elapsed_s": 100.0,
+                                                 "policy/time_s": 2.0, "signal/time_s": 8.0}) + "\n")
+    row = compare.summarize("rho", [compare.read_run(tmp_path, "rho", 0)], [90.0])
+    assert row["policy_overhead_pct"] == pytest.approx(2.0) and row["signal_cost_pct"] == pytest.approx(8.0)
