@@ -27,6 +27,12 @@ The region model cuts whole regions rather than down-weighting them:
 - **exploration at the level of whole samples**: a ``prior_share`` of requests is drawn from the
   prior (every parameter uniform) rather than a floor on every parameter's every bin, whose
   leaks multiply across ~18 parameters; a small per-bin ``floor`` stays in the steered ones.
+
+Steering and exploration leave part of the stream in useless regions (the prior requests, the
+floors, bins not yet cut). ``trainer.select`` keeps those samples out of the gradient: the
+trainer trains on the share of each minibatch the same signal rates highest (RHO-LOSS's online
+batch selection), while this policy still observes every sample. The two together did far more
+than either alone (docs/experiments.md).
 """
 
 from __future__ import annotations
