@@ -39,7 +39,9 @@ def test_two_worker_jobs_complete_a_run_with_keys(tmp_path, env):
 
 def test_killing_a_job_loses_and_duplicates_nothing(tmp_path, env):
     run_dir = tmp_path / "run"
-    budget = 6144
+    # long enough that the resubmitted job joins before the end: submitit's local executor can
+    # take 10-15 s to report a killed job, and a 6k run had once finished before that
+    budget = 16384
     proc = start(run_dir, env, *LOCAL, f"budget.samples={budget}", "controller.dead_after_s=2")
     try:
         wait_for_requests(run_dir, 3, proc)
