@@ -13,8 +13,6 @@ returns row 0 at the top, and cell (r, c) covers pixel rows r*px â€¦ (r+1)*px âˆ
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from blender_gen.blender import require_bpy
