@@ -249,6 +249,16 @@ def check_device(name: str) -> None:
         raise ConfigError(f"trainer.device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
+def check_select(share: float, signal: str, policy: str) -> None:
+    """``trainer.select``: a share in (0, 1], below 1 only for a policy with a signal; also checked
+    by the trainer against the signal its controller names, for a trainer launched on its own."""
+    if not 0.0 < share <= 1.0:
+        raise ConfigError(f"trainer.select={share}: expected a share in (0, 1]")
+    if share < 1.0 and signal == "none":
+        raise ConfigError(f"trainer.select={share} picks samples by the policy's signal, and policy={policy} has "
+                          "none: use rho, realism, align or match")
+
+
 def check(cfg: RunConfig) -> None:
     """Start-up checks of what would otherwise fail late inside a child process."""
     from blender_gen import security
@@ -284,11 +294,7 @@ def check(cfg: RunConfig) -> None:
     if policies.signal_of(cfg.policy.name) != "none" and cfg.trainer.reward_split <= 0:
         raise ConfigError(f"policy={cfg.policy.name} learns from real data: set trainer.reward_split (e.g. 0.5) so "
                           "that results are reported on a part it never saw")
-    if not 0.0 < cfg.trainer.select <= 1.0:
-        raise ConfigError(f"trainer.select={cfg.trainer.select}: expected a share in (0, 1]")
-    if cfg.trainer.select < 1.0 and policies.signal_of(cfg.policy.name) == "none":
-        raise ConfigError(f"trainer.select={cfg.trainer.select} picks samples by the policy's signal, and "
-                          f"policy={cfg.policy.name} has none: use rho, realism, align or match")
+    check_select(cfg.trainer.select, policies.signal_of(cfg.policy.name), cfg.policy.name)
     if not 0.0 <= cfg.trainer.real_fraction < 1.0:
         raise ConfigError("trainer.real_fraction must be in [0, 1)")
     for key, blur in (("model.input_blur", cfg.model.input_blur), ("scene.input_blur", cfg.scene.input_blur)):

@@ -160,11 +160,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
         wants = stream.info["signal"]  # what the policy learns from, measured on the reward split
         if wants != "none" and reward_x is None:
             raise ConfigError(f"policy={cfg.policy.name} needs trainer.reward_split > 0")
-        if not 0.0 < tc.select <= 1.0:
-            raise ConfigError(f"trainer.select={tc.select}: expected a share in (0, 1]")
-        if tc.select < 1.0 and wants == "none":
-            raise ConfigError(f"trainer.select={tc.select} picks samples by the policy's signal, and "
-                              f"policy={cfg.policy.name} has none: use rho, realism, align or match")
+        config_mod.check_select(tc.select, wants, cfg.policy.name)
         if wants != "none" and world > 1:
             raise ConfigError(f"policy={cfg.policy.name} is not supported with trainer.ranks > 1")
         if val_x is not None and val_x.shape[1:] != image_shape:
@@ -248,9 +244,9 @@ def train(cfg: RunConfig, controller: str) -> dict:
             losses = step.loss(logits, y)
             if sig is not None and tc.select < 1.0:
                 keep = torch.from_numpy(select(sig, tc.select, signal.kind)).to(device)
+                trained += len(keep)
                 if n_real:  # the real images of few-real mode are always trained on
                     keep = torch.cat([keep, torch.arange(n_gen, len(y), device=device)])
-                trained += len(keep) - (len(y) - n_gen)
                 step.update(losses[keep])
             else:
                 trained += n_gen
