@@ -97,14 +97,12 @@ class RealSignal:
 
     def _view(self, x: torch.Tensor) -> torch.Tensor:
         """The task model's fixed input blur, if it has one (trainer/models.py)."""
-        if getattr(self.net, "input_blur", 0) > 0:
-            x = F.conv2d(x, self.net.blur_kernel, padding=self.net.blur_radius, groups=x.shape[1])
-        return x
+        return self.net.blur(x) if hasattr(self.net, "blur") else x
 
-    def _realism(self, inputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _realism(self, inputs: torch.Tensor, y: torch.Tensor, blurred: bool = False) -> torch.Tensor:
         """Score the minibatch with the discriminator as it stands, then train it one step on
         (up to) 64 real images against 64 of these generated ones."""
-        fake = self._view(inputs.detach())
+        fake = inputs.detach() if blurred else self._view(inputs.detach())
         self.disc.train(False)
         with torch.no_grad():
             score = self.disc(fake, y)
@@ -144,19 +142,20 @@ class RealSignal:
             self.ref = torch.stack(grads).sum(0) / len(self.y)
 
     def __call__(self, feats: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,
-                 inputs: torch.Tensor | None = None) -> np.ndarray:
+                 inputs: torch.Tensor | None = None, blurred: bool = False) -> np.ndarray:
         """The signal of each generated sample of a minibatch, float32 [n]; ``inputs`` are the
-        model's inputs of those samples (``realism`` reads them)."""
+        model's inputs of those samples (``realism`` reads them), ``blurred``: already through the
+        task model's input blur (``SmallCNN.blur``), which the judges then do not repeat."""
         t0 = time.perf_counter()
         if self.kind in ("realism", "reducible_loss") and inputs is None:
             raise ValueError(f"the {self.kind} signal needs the generated samples' inputs")
         if self.kind == "realism":
-            out = self._realism(inputs, y).float().cpu().numpy()
+            out = self._realism(inputs, y, blurred).float().cpu().numpy()
         elif self.kind == "reducible_loss":
             with torch.no_grad():
                 task = F.cross_entropy(logits.detach(), y, reduction="none")
-                ref = F.cross_entropy(self.ref_net(inputs.detach()), y, reduction="none")
-            real = self._realism(inputs, y)
+                ref = F.cross_entropy(self.ref_net(inputs.detach(), blurred), y, reduction="none")
+            real = self._realism(inputs, y, blurred)
             # each judge as a percentile within the minibatch, averaged: both must agree
             out = ((_percentile(task - ref) + _percentile(real)) / 2).float().cpu().numpy()
         else:

@@ -234,21 +234,33 @@ def train(cfg: RunConfig, controller: str) -> dict:
             if n_real:
                 j = torch.randint(len(real[1]), (n_real,), generator=real_gen).to(device)
                 xb, y = torch.cat([xb, real[0][j]]), torch.cat([y, real[1][j]])
-            if signal is not None:
-                inputs = to_input(xb)
-                feats = net.embed(inputs)
-                logits = net.head(feats)
-                sig = signal(feats[:n_gen], logits[:n_gen], y[:n_gen], inputs[:n_gen])
-            else:
-                logits, sig = model(to_input(xb)), None
-            losses = step.loss(logits, y)
-            if sig is not None and tc.select < 1.0:
+            inputs = to_input(xb)
+            if signal is not None and tc.select < 1.0:
+                # score every generated sample in one forward pass without a graph (eval mode: no
+                # dropout, and the rejected samples do not enter batch-norm statistics), then
+                # forward and backward the kept share only, as RHO-LOSS does: the step costs a
+                # no-grad pass plus a quarter of a training step rather than a whole one
+                inputs = net.blur(inputs)  # once, for the task model and both judges
+                net.train(False)
+                with torch.no_grad():
+                    feats = net.embed(inputs[:n_gen], blurred=True)
+                    logits = net.head(feats)
+                    losses = step.loss(logits, y[:n_gen])
+                net.train(True)
+                sig = signal(feats, logits, y[:n_gen], inputs[:n_gen], blurred=True)
                 keep = torch.from_numpy(select(sig, tc.select, signal.kind)).to(device)
                 trained += len(keep)
                 if n_real:  # the real images of few-real mode are always trained on
                     keep = torch.cat([keep, torch.arange(n_gen, len(y), device=device)])
-                step.update(losses[keep])
+                step.update(step.loss(model(inputs[keep], blurred=True), y[keep]))
             else:
+                if signal is not None:
+                    feats = net.embed(inputs)
+                    logits = net.head(feats)
+                    sig = signal(feats[:n_gen], logits[:n_gen], y[:n_gen], inputs[:n_gen])
+                else:
+                    logits, sig = model(inputs), None
+                losses = step.loss(logits, y)
                 trained += n_gen
                 step.update(losses)
             per_sample = losses[:n_gen].detach().float().cpu().numpy()
