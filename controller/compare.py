@@ -417,6 +417,14 @@ def paired(arm_runs: list[Run], base_runs: list[Run]) -> dict | None:
             "diffs": [float(x) for x in d]}
 
 
+def wall_ratio(arm_runs: list[Run], base_runs: list[Run]) -> float | None:
+    """The arm's wall time ÷ the baseline's on the same seed, averaged over seeds: what the whole
+    arm costs in time at the same budget, its policy and signal and whatever they save included."""
+    base = {r.seed: r for r in base_runs if r.ok and r.wall_s}
+    ratios = [r.wall_s / base[r.seed].wall_s for r in arm_runs if r.ok and r.wall_s and r.seed in base]
+    return float(np.mean(ratios)) if ratios else None
+
+
 def analyse(out: Path, policies: list[str], seeds: int | list[int], thresholds: list[float],
             baseline: str = BASELINE, headroom: list[str] | None = None,
             on_wide: list[str] | None = None) -> dict:
@@ -430,6 +438,7 @@ def analyse(out: Path, policies: list[str], seeds: int | list[int], thresholds: 
     gap = paired(runs[headroom[0]], runs[headroom[1]]) if headroom else None
     for p in policies:
         rows[p]["paired"] = paired(runs[p], runs[baseline]) if have_base and p != baseline else None
+        rows[p]["wall_ratio"] = wall_ratio(runs[p], runs[baseline]) if have_base else None
         if gap is not None and gap["mean"] > 0 and p != headroom[1] and (on_wide is None or p in on_wide):
             vs_wide = paired(runs[p], runs[headroom[1]])
             rows[p]["headroom_closed"] = None if vs_wide is None else vs_wide["mean"] / gap["mean"]
@@ -468,8 +477,8 @@ def markdown_table(result: dict) -> str:
     base = result.get("baseline", BASELINE)
     head = (["arm", "runs ok", "final val acc (%)", f"paired Δ vs {base} (points, 95% CI)"]
             + [f"samples to {t:g}%" for t in th]
-            + ["samples to uniform final", "÷ uniform budget", "data wait", "wall time", "policy overhead",
-                 "signal cost"])
+            + ["samples to uniform final", "÷ uniform budget", "data wait", "wall time", f"wall ÷ {base}",
+               "policy overhead", "signal cost"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in result["rows"]:
         acc = "—" if row["final_acc_mean"] is None else f"{row['final_acc_mean']:.2f} ± {row['final_acc_std']:.2f}"
@@ -477,6 +486,7 @@ def markdown_table(result: dict) -> str:
         cells += [_fmt_samples(row["samples_to"][f"{t:g}"]) for t in th]
         cells += [_fmt_samples(row["samples_to_uniform_final"]), _fmt(row["ratio_to_uniform_budget"], ".2f"),
                   _fmt(row["data_wait_pct"], ".1f", "%"), _fmt(row["wall_s"], ".0f", " s"),
+                  _fmt(row.get("wall_ratio"), ".2f"),
                   _fmt(row["policy_overhead_pct"], ".1f", "%"), _fmt(row.get("signal_cost_pct"), ".1f", "%")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -534,7 +544,8 @@ def write_results(result: dict, out: Path) -> str:
             f"interval (a gain or loss is claimed only where the interval excludes 0); samples to X% from the mean "
             f"curve over seeds (linear between validations); policy overhead = the controller's time in the policy, "
             f"signal cost = the trainer's time computing the policy's signal (a reference model's training "
-            f"included), each ÷ the run's wall time.\n\n"
+            f"included), each ÷ the run's wall time; wall ÷ baseline = the run's wall time over the baseline's "
+            f"on the same seed, at the same budget, mean over seeds.\n\n"
             f"{table}\n\n" + "".join(f"- {v}\n" for v in verdicts))
     (out / "results.md").write_text(text)
     public = {k: v for k, v in result.items() if not k.startswith("_")}

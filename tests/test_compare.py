@@ -249,3 +249,17 @@ def test_policy_and_signal_costs_are_shares_of_the_wall_time(tmp_path):
                                                  "policy/time_s": 2.0, "signal/time_s": 8.0}) + "\n")
     row = compare.summarize("rho", [compare.read_run(tmp_path, "rho", 0)], [90.0])
     assert row["policy_overhead_pct"] == pytest.approx(2.0) and row["signal_cost_pct"] == pytest.approx(8.0)
+
+
+def test_wall_ratio_pairs_each_run_with_the_baseline_on_its_seed(tmp_path):
+    for arm, walls in (("uniform", (100.0, 50.0)), ("rho", (80.0, 60.0))):
+        for seed, wall in enumerate(walls):
+            d = compare.run_dir(tmp_path, arm, seed)
+            d.mkdir(parents=True)
+            (d / "metrics.jsonl").write_text(json.dumps({"train/samples": 1000, "val/acc": 0.9,
+                                                         "train/elapsed_s": wall}) + "\n")
+    result = compare.analyse(tmp_path, ["uniform", "rho"], 2, [90.0])
+    rows = {r["policy"]: r for r in result["rows"]}
+    # (80/100 + 60/50) / 2 = 1.0, where unpaired means would say 70/75
+    assert rows["rho"]["wall_ratio"] == pytest.approx(1.0) and rows["uniform"]["wall_ratio"] == pytest.approx(1.0)
+    assert "| 1.00 |" in compare.markdown_table(result)
