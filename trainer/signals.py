@@ -99,10 +99,9 @@ class RealSignal:
         """The task model's fixed input blur, if it has one (trainer/models.py)."""
         return self.net.blur(x) if hasattr(self.net, "blur") else x
 
-    def _realism(self, inputs: torch.Tensor, y: torch.Tensor, blurred: bool = False) -> torch.Tensor:
-        """Score the minibatch with the discriminator as it stands, then train it one step on
-        (up to) 64 real images against 64 of these generated ones."""
-        fake = inputs.detach() if blurred else self._view(inputs.detach())
+    def _realism(self, fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Score the minibatch (``fake``: through the task model's blur) with the discriminator as
+        it stands, then train it one step on (up to) 64 real images against 64 of these."""
         self.disc.train(False)
         with torch.no_grad():
             score = self.disc(fake, y)
@@ -149,13 +148,16 @@ class RealSignal:
         t0 = time.perf_counter()
         if self.kind in ("realism", "reducible_loss") and inputs is None:
             raise ValueError(f"the {self.kind} signal needs the generated samples' inputs")
+        if inputs is not None:  # both judges see the input through the task model's blur, once
+            inputs = inputs.detach() if blurred else self._view(inputs.detach())
         if self.kind == "realism":
-            out = self._realism(inputs, y, blurred).float().cpu().numpy()
+            out = self._realism(inputs, y).float().cpu().numpy()
         elif self.kind == "reducible_loss":
             with torch.no_grad():
                 task = F.cross_entropy(logits.detach(), y, reduction="none")
-                ref = F.cross_entropy(self.ref_net(inputs.detach(), blurred), y, reduction="none")
-            real = self._realism(inputs, y, blurred)
+                # the reference has the task model's blur (train_reference), so it takes the view as is
+                ref = F.cross_entropy(self.ref_net(inputs, blurred=True), y, reduction="none")
+            real = self._realism(inputs, y)
             # each judge as a percentile within the minibatch, averaged: both must agree
             out = ((_percentile(task - ref) + _percentile(real)) / 2).float().cpu().numpy()
         else:
