@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.policies import ClassRegions, Policy, PolicyArgs, args_from, bin_index, timed, with_floor
+from controller.policies import ClassRegions, Policy, PolicyArgs, args_from, bin_index, timed
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ class Rho(Policy):
             return {}
         # 4 decimals: the action is the parameter log's record of the request (replay draws from
         # exactly these weights); one row per class for every parameter
-        return {f"{n}|{self.label}": [[round(float(x), 4) for x in r] for r in self.joint_probs(n)] for n in self.names}
+        return {f"{n}|{self.label}": np.round(self.joint_probs(n), 4).tolist() for n in self.names}
 
     def probs(self):
         """Per parameter the distribution a sample is drawn from, averaged over classes and over
@@ -158,7 +158,8 @@ class Rho(Policy):
 
     def joint_probs(self, name: str) -> np.ndarray:
         """[classes, bins] of one parameter in a steered request."""
-        return np.stack([with_floor(r, self.args.floor) for r in self.q[name]])
+        q, f = self.q[name], self.args.floor  # with_floor, row by row
+        return (1.0 - f) * q / q.sum(1, keepdims=True) + f / q.shape[1]
 
 
 ARGS = RhoArgs
