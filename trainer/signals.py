@@ -221,8 +221,9 @@ class Reference(nn.Module):
     """``reducible_loss``'s reference: a classifier of the reward split alone, on a 14×14 view (three
     3×3 convs, one pooling). Half the resolution of the task model: at 28×28 and 8 channels the
     same judge cost 3.5 s to train and 4.5 ms per 128-image forward pass on 2 CPU cores, nearly
-    all of it per-op overhead of tiny convolutions; at 14×14 it trains in about 1 s, forwards in
-    about 2 ms and reads the held-out real images as well (docs/experiments.md)."""
+    all of it per-op overhead of tiny convolutions; at 14×14 it trains in about 1 s (warm),
+    forwards in about 2 ms and reads the held-out real images as well (93.5% of 4,500 digits,
+    77.2% of 1,500 garments; docs/experiments.md). Larger images are pooled to 14×14 too."""
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 8, hidden: int = 64):
         super().__init__()
