@@ -219,7 +219,7 @@ def _percentile(v: torch.Tensor) -> torch.Tensor:
 
 class Reference(nn.Module):
     """``reducible_loss``'s reference: a classifier of the reward split alone, on a 14×14 view (three
-    3×3 convs, one pooling). Half the resolution of the task model: at 28×28 and 8 channels the
+    3×3 convs, one max-pooling). Half the resolution of the task model: at 28×28 and 8 channels the
     same judge cost 3.5 s to train and 4.5 ms per 128-image forward pass on 2 CPU cores, nearly
     all of it per-op overhead of tiny convolutions; at 14×14 it trains in about 1 s (warm),
     forwards in about 2 ms and reads the held-out real images as well (93.5% of 4,500 digits,
