@@ -112,10 +112,11 @@ def boltzmann(score: np.ndarray, temperature: float, floor: float) -> np.ndarray
 
 
 def with_floor(probs: np.ndarray, floor: float) -> np.ndarray:
-    """Mix with the uniform distribution: each of K bins keeps at least floor / K."""
+    """Mix with the uniform distribution: each of K bins keeps at least floor / K (along the last
+    axis, so a [classes, K] table is mixed row by row)."""
     probs = np.asarray(probs, dtype=np.float64)
-    probs = probs / probs.sum()
-    return (1.0 - floor) * probs + floor / probs.size
+    probs = probs / probs.sum(-1, keepdims=True)
+    return (1.0 - floor) * probs + floor / probs.shape[-1]
 
 
 class Policy:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.policies import ClassRegions, Policy, PolicyArgs, args_from, bin_index, timed
+from controller.policies import ClassRegions, Policy, PolicyArgs, args_from, bin_index, timed, with_floor
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,7 @@ class Rho(Policy):
 
     def joint_probs(self, name: str) -> np.ndarray:
         """[classes, bins] of one parameter in a steered request."""
-        q, f = self.q[name], self.args.floor  # with_floor, row by row
-        return (1.0 - f) * q / q.sum(1, keepdims=True) + f / q.shape[1]
+        return with_floor(self.q[name], self.args.floor)
 
 
 ARGS = RhoArgs
