@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from blender_gen import families
-from blender_gen.blender import cycles
+from otfgen.blender_gen import families
+from otfgen.blender_gen.blender import cycles
 
 
 def _time_frames(fam, space, n_frames: int, cells: int, seed0: int) -> tuple[float, dict]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,11 +22,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from blender_gen import families  # noqa: E402
-from trainer.models import build, to_input  # noqa: E402
-from trainer.step import TrainStep, pick_device  # noqa: E402
+from otfgen.blender_gen import families  # noqa: E402
+from otfgen.trainer.models import build, to_input  # noqa: E402
+from otfgen.trainer.step import TrainStep, pick_device  # noqa: E402
 
 
 def in_memory_baseline(samples: int, batch: int, device: torch.device, threads: int) -> float:
@@ -61,13 +59,12 @@ def main() -> None:
     device = pick_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "controller.launcher", f"hydra.run.dir={run_dir}",
+        cmd = [sys.executable, "-m", "otfgen.controller.launcher", f"hydra.run.dir={run_dir}",
                f"budget.samples={args.samples}", f"launcher.workers={args.workers}",
                f"trainer.batch_size={args.batch}", f"trainer.val_every={args.samples}",
                f"trainer.device={args.device}", f"trainer.threads={args.threads}"]
         t0 = time.perf_counter()
-        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if p.returncode != 0:
             sys.exit(f"otfgen failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
-from blender_gen.families import default_space, load  # noqa: E402
+from otfgen.blender_gen.families import default_space, load  # noqa: E402
 
 torch.set_num_threads(1)
 

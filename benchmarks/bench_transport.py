@@ -27,7 +27,7 @@ import time
 import numpy as np
 import zmq
 
-from blender_gen import protocol
+from otfgen.blender_gen import protocol
 
 N_PARAMS = 14
 END = b"END"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,12 +22,11 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from trainer.data import few_per_class, load_dataset  # noqa: E402
-from trainer.models import SmallCNN, to_input  # noqa: E402
-from trainer.evaluate import evaluate  # noqa: E402
-from trainer.step import TrainStep  # noqa: E402
+from otfgen.trainer.data import few_per_class, load_dataset  # noqa: E402
+from otfgen.trainer.models import SmallCNN, to_input  # noqa: E402
+from otfgen.trainer.evaluate import evaluate  # noqa: E402
+from otfgen.trainer.step import TrainStep  # noqa: E402
 
 
 def real_only(x, y, pick, rest, steps: int, batch: int, lr: float, seed: int) -> float:
@@ -59,11 +57,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         data = str(Path(args.data).resolve())
-        p = subprocess.run([sys.executable, "-m", "controller.launcher", f"hydra.run.dir={run}", f"scene={args.scene}",
+        p = subprocess.run([sys.executable, "-m", "otfgen.controller.launcher", f"hydra.run.dir={run}", f"scene={args.scene}",
                             f"seed={args.seed}", f"budget.samples={args.samples}", f"trainer.val_every={args.samples}",
                             f"trainer.real_data={data}", f"trainer.val_data={data}", f"trainer.real_per_class={args.k}",
-                            f"trainer.real_fraction={args.fraction}"], cwd=ROOT, capture_output=True, text=True,
-                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                            f"trainer.real_fraction={args.fraction}"], cwd=ROOT, capture_output=True, text=True)
         if p.returncode != 0:
             sys.exit(f"otfgen failed:\n{p.stderr[-2000:]}")
         final = [json.loads(line) for line in open(run / "metrics.jsonl")]

@@ -38,11 +38,11 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from blender_gen import families, protocol, worker
-from blender_gen.space import ParamSpace
-from controller.config import compose
-from controller.server import Controller
-from trainer.stream import Stream
+from otfgen.blender_gen import families, protocol, worker
+from otfgen.blender_gen.space import ParamSpace
+from otfgen.controller.config import compose
+from otfgen.controller.server import Controller
+from otfgen.trainer.stream import Stream
 
 FAMILY = "mnist2d"
 FAKE_ID = 1_000_000  # the id of the fake controller's one valid request

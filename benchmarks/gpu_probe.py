@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blender_gen import families  # noqa: E402
+from otfgen.blender_gen import families  # noqa: E402
 
 
 def cycles_devices() -> list[str]:

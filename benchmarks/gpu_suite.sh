@@ -68,6 +68,10 @@ OUT=$(cd "$OUT" && pwd)
 rm -f "$OUT"/{probe,blender,loop2d,scaling3d,loop3d}.txt "$OUT"/summary.md
 WORK=$(mktemp -d /tmp/gpu_suite_work.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
+# The checkout is the package otfgen (pyproject.toml's package-dir): where it is not installed, a
+# folder holding a link named otfgen to it puts it on the path.
+mkdir -p "$WORK/pkg" && ln -s "$ROOT" "$WORK/pkg/otfgen"
+export PYTHONPATH=$WORK/pkg${PYTHONPATH:+:$PYTHONPATH}
 NOTES=$WORK/notes.txt
 : >"$NOTES"
 note() { echo "- $*" >>"$NOTES"; echo "[gpu_suite] $*"; }
@@ -112,7 +116,7 @@ if [ "$GPU_SUITE_SPLIT" = 1 ]; then  # the device's split on one Python: no bpy 
   echo "import sys; sys.modules['bpy'] = None  # gpu_suite dry run: as on the device, no bpy here" >"$WORK/nobpy/sitecustomize.py"
   echo "import sys; sys.modules['torch'] = None  # gpu_suite dry run: as on the device, no torch here" >"$WORK/notorch/sitecustomize.py"
   printf '#!/bin/sh\nexport PYTHONPATH=%s${PYTHONPATH:+:$PYTHONPATH}\nexec %s "$@"\n' "$WORK/nobpy" "$PY" >"$WORK/bin/py-trainer"
-  printf '#!/bin/sh\nexport PYTHONPATH=%s:%s\nexec %s "$@"\n' "$WORK/notorch" "$ROOT" "$BPY" >"$WORK/bin/py-blender"
+  printf '#!/bin/sh\nexport PYTHONPATH=%s:%s\nexec %s "$@"\n' "$WORK/notorch" "$WORK/pkg" "$BPY" >"$WORK/bin/py-blender"
   chmod +x "$WORK/bin/py-trainer" "$WORK/bin/py-blender"
   PY=$WORK/bin/py-trainer BPY=$WORK/bin/py-blender
 fi
@@ -131,10 +135,10 @@ done
 exec "$BPY" -c 'import runpy, sys; e = sys.argv[1]; sys.argv = [e, "--", *sys.argv[2:]]; runpy.run_path(e, run_name="__main__")' "\$entry" "\$@"
 EOF
 chmod +x "$SHIM"
-# bench_e2e.py starts its loop with PYTHONPATH=<repo root> alone, which hides the kit's pyzmq and
+# a child started with PYTHONPATH=<one folder> alone would hide the kit's pyzmq and
 # hydra-core (/tmp/site312 on PYTHONPATH after env.sh) from the device's python3: list them in a
 # .pth file of that Python's site-packages instead.
-if [ -n "${PYTHONPATH:-}" ] && ! PYTHONPATH=$ROOT "$PY" -c 'import zmq, hydra, yaml' 2>/dev/null; then
+if [ -n "${PYTHONPATH:-}" ] && ! PYTHONPATH=$WORK/pkg "$PY" -c 'import zmq, hydra, yaml' 2>/dev/null; then
   sp=$("$PY" -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null)
   if [ -n "$sp" ] && echo "$PYTHONPATH" | tr ':' '\n' | grep -v '^$' >"$sp/otfgen_gpu_suite.pth" 2>/dev/null; then
     note "wrote $sp/otfgen_gpu_suite.pth (PYTHONPATH entries) so that bench_e2e's child finds pyzmq and hydra"
@@ -271,7 +275,7 @@ stage loop3d "$STAGE_LOOP3D_S"
 rd=$WORK/loop3d
 val=(); [ -n "$MNIST" ] && val=(trainer.val_data="$MNIST")
 [ -n "$MNIST" ] || note "loop3d: no real MNIST file (set GPU_SUITE_MNIST): validated on the built-in 8x8 digits"
-step loop3d "$L3_TIMEOUT" 30 "$PY" -m controller.launcher hydra.run.dir="$rd" scene=digits3d \
+step loop3d "$L3_TIMEOUT" 30 "$PY" -m otfgen.controller.launcher hydra.run.dir="$rd" scene=digits3d \
   budget.samples="$L3_SAMPLES" launcher.workers="$L3_WORKERS" launcher.progress=false "${common[@]}" "${val[@]}"
 [ -f "$rd/metrics.jsonl" ] || skip loop3d-result "no metrics.jsonl from the loop"
 [ -f "$rd/metrics.jsonl" ] && step loop3d-result 20 2 "$PY" -c '
@@ -286,7 +290,7 @@ print(json.dumps({"loop3d": {"samples": t.get("train/samples"), "workers": int(s
 if [ -z "$MNIST1K" ]; then skip loop3d-eval1k "no mnist_dev.npz beside $MNIST (set GPU_SUITE_MNIST1K)"
 elif [ ! -f "$rd/checkpoint.pt" ]; then skip loop3d-eval1k "no checkpoint.pt from the loop"
 else
-  step loop3d-eval1k 60 5 "$PY" -m trainer.evaluate --checkpoint "$rd/checkpoint.pt" --data "$MNIST1K" --device "$TDEV"
+  step loop3d-eval1k 60 5 "$PY" -m otfgen.trainer.evaluate --checkpoint "$rd/checkpoint.pt" --data "$MNIST1K" --device "$TDEV"
 fi
 
 # --- end: kernel cache compiled after the probe, summary --------------------------------------

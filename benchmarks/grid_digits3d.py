@@ -8,7 +8,7 @@ import argparse
 import numpy as np
 from PIL import Image
 
-from blender_gen import families
+from otfgen.blender_gen import families
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ap.add_argument("--out", default="docs/samples_digits3d.png")

@@ -7,7 +7,6 @@ prints the render rate: images/s over a few full frames of 63 cells after a warm
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -15,9 +14,8 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from blender_gen import families  # noqa: E402
+from otfgen.blender_gen import families  # noqa: E402
 
 
 def main() -> None:

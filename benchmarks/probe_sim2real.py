@@ -42,9 +42,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from blender_gen.families import load
-    from trainer.data import load_dataset
-    from trainer.models import SmallCNN
+    from otfgen.blender_gen.families import load
+    from otfgen.trainer.data import load_dataset
+    from otfgen.trainer.models import SmallCNN
 
     torch.set_num_threads(args.threads)
     family = load(args.family)
@@ -75,8 +75,8 @@ def save_grid(args, family, model, x, y, preds, hard, k: int = 10) -> None:
     import torch
     from PIL import Image, ImageDraw
 
-    from blender_gen.families import default_space
-    from trainer.models import to_input
+    from otfgen.blender_gen.families import default_space
+    from otfgen.trainer.models import to_input
 
     space = default_space(args.family)
     params, seeds = space.sample(None, 77, args.pool)

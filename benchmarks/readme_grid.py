@@ -6,17 +6,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from blender_gen import families  # noqa: E402
-from trainer.data import load_dataset  # noqa: E402
+from otfgen.blender_gen import families  # noqa: E402
+from otfgen.trainer.data import load_dataset  # noqa: E402
 
 PER_CLASS = 4
 

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def one(workers: int, samples: int, overrides: list[str], ranks: int = 1, launcher: str = "local") -> dict:
     with tempfile.TemporaryDirectory() as d:
         run = Path(d) / "run"
-        cmd = [sys.executable, "-m", "controller.launcher", f"hydra.run.dir={run}", f"launcher={launcher}",
+        cmd = [sys.executable, "-m", "otfgen.controller.launcher", f"hydra.run.dir={run}", f"launcher={launcher}",
                f"launcher.workers={workers}", f"budget.samples={samples}", f"trainer.val_every={samples}",
                f"trainer.ranks={ranks}", "launcher.progress=false", *overrides]
         t0 = time.monotonic()
@@ -70,7 +70,7 @@ def fakes(endpoint: str, n_workers: int, seconds: float, credits: int, out: str)
     import numpy as np
     import zmq
 
-    from blender_gen import protocol
+    from otfgen.blender_gen import protocol
 
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
@@ -140,7 +140,7 @@ def ceiling(n_workers: int, request_size: int, seconds: float, overrides: list[s
     with tempfile.TemporaryDirectory() as d:
         run = Path(d)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        ctrl = subprocess.Popen([sys.executable, "-m", "controller.server", f"run_dir={run}",
+        ctrl = subprocess.Popen([sys.executable, "-m", "otfgen.controller.server", f"run_dir={run}",
                                  f"controller.request_size={request_size}", "budget.samples=1000000000",
                                  *overrides], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)

@@ -88,8 +88,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from blender_gen.families import default_space, load
-    from blender_gen.space import ParamSpace
+    from otfgen.blender_gen.families import default_space, load
+    from otfgen.blender_gen.space import ParamSpace
 
     if args.repeat < 1:
         raise SystemExit(f"--repeat {args.repeat}: expected at least 1 run")
@@ -138,7 +138,7 @@ def run_once(args, family, space) -> dict[str, tuple]:
     import numpy as np
     import torch
 
-    from trainer.data import BUILTIN, load_dataset
+    from otfgen.trainer.data import BUILTIN, load_dataset
 
     torch.manual_seed(args.seed)
 
@@ -206,8 +206,8 @@ def train(args, family, images, labels):
     """Train SmallCNN (with the benchmark's options) for args.epochs passes over the images."""
     import torch
 
-    from trainer.models import SmallCNN, to_input
-    from trainer.step import TrainStep
+    from otfgen.trainer.models import SmallCNN, to_input
+    from otfgen.trainer.step import TrainStep
 
     n = len(images)
     model = SmallCNN(num_classes=family.NUM_CLASSES, width=args.width, hidden=args.hidden, dropout=args.dropout,
@@ -279,7 +279,7 @@ def predict(model, x, batch: int = 512, probs: bool = False):
     """Predicted classes (or, with ``probs``, softmax outputs) for uint8 images, in eval mode."""
     import torch
 
-    from trainer.models import to_input
+    from otfgen.trainer.models import to_input
 
     model.eval()
     with torch.no_grad():

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainer.stream import Stream
+from otfgen.trainer.stream import Stream
 
 REQUEST_SIZE = 256
 
@@ -50,7 +50,7 @@ def main() -> None:
     ready = run_dir / "endpoints.json"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     logs = {name: open(run_dir / f"{name}.log", "w") for name in ("controller", "worker")}
-    ctrl = subprocess.Popen([sys.executable, "-m", "controller.server", f"scene={args.family}",
+    ctrl = subprocess.Popen([sys.executable, "-m", "otfgen.controller.server", f"scene={args.family}",
                              f"budget.samples={samples}", f"controller.request_size={REQUEST_SIZE}",
                              f"run_dir={run_dir}", f"--ready={ready}"],
                             env=env, stdout=logs["controller"], stderr=subprocess.STDOUT)
@@ -62,7 +62,7 @@ def main() -> None:
                 raise SystemExit(f"controller did not start (code {ctrl.poll()}); see {run_dir}/controller.log")
             time.sleep(0.05)
         endpoint = json.loads(ready.read_text())["controller"]
-        procs["worker"] = subprocess.Popen([sys.executable, "-m", "blender_gen.worker", f"controller={endpoint}",
+        procs["worker"] = subprocess.Popen([sys.executable, "-m", "otfgen.blender_gen.worker", f"controller={endpoint}",
                                             "id=soak-w"], env=env, stdout=logs["worker"], stderr=subprocess.STDOUT)
         stream = Stream(endpoint, batch_size=REQUEST_SIZE, samples=samples, data_timeout_s=60)
         print(f"soak: {args.requests:,} requests × {REQUEST_SIZE} samples of {args.family} through one worker; "

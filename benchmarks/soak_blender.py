@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--samples", type=int, default=1)
     args = ap.parse_args()
-    from blender_gen import families
+    from otfgen.blender_gen import families
 
     fam, space = families.load(args.family), families.default_space(args.family)
     fam.configure({"device": args.device, "samples": args.samples})

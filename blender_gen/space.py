@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from blender_gen import rng
+from otfgen.blender_gen import rng
 
 KINDS = ("float", "int", "choice")
 

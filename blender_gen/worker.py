@@ -35,9 +35,9 @@ from types import ModuleType
 import numpy as np
 import zmq
 
-from blender_gen import families, protocol, security
-from configs import cli
-from blender_gen.space import ParamSpace, SpaceError
+from otfgen.blender_gen import families, protocol, security
+from otfgen.configs import cli
+from otfgen.blender_gen.space import ParamSpace, SpaceError
 
 log = logging.getLogger("otfgen.worker")
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controller import random_search
+from otfgen.controller import random_search
 
 BASELINE = "uniform"
 DEFAULT_THRESHOLDS = (90.0, 95.0, 97.0, 98.0)  # validation accuracy, %
@@ -110,7 +110,7 @@ def parse_args(argv: list[str]) -> Args:
     names = [arm_spec(a)[0] for a in args.policies]
     if len(set(names)) != len(names):
         raise SystemExit(f"otfgen-compare: arm names must be distinct, got {names}")
-    from controller.policies import names as policy_names
+    from otfgen.controller.policies import names as policy_names
 
     known = (*policy_names(), random_search.NAME)
     unknown = [arm_spec(a)[1] for a in args.policies if arm_spec(a)[1] not in known]
@@ -151,7 +151,7 @@ def _launch(rdir: Path, arm: str, policy: str, seed: int, overrides: list[str], 
     # the trainer and controller append to metrics.jsonl: a stale one from an earlier attempt
     # would be mixed into this run's curve
     (rdir / "metrics.jsonl").unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "controller.launcher", f"policy={policy}", f"seed={seed}",
+    argv = [sys.executable, "-m", "otfgen.controller.launcher", f"policy={policy}", f"seed={seed}",
             f"hydra.run.dir={rdir}", *overrides]
     tail: deque[str] = deque(maxlen=tail_lines)
     t0 = time.perf_counter()
@@ -641,7 +641,7 @@ def pick_params(params: dict[str, np.ndarray], label: str = "label", k: int = MA
 
 
 def _label_param(out: Path, policy: str) -> str:
-    from blender_gen import families
+    from otfgen.blender_gen import families
 
     try:
         name = json.loads((run_dir(out, policy, 0) / "config.json").read_text())["scene"]["name"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from configs.schema import ConfigError, PolicyCfg, RunConfig
+from otfgen.configs.schema import ConfigError, PolicyCfg, RunConfig
 
 __all__ = ["ConfigError", "RunConfig", "register", "compose", "from_hydra", "from_argv", "check", "save", "load",
            "with_run_dir", "default_run_dir"]
@@ -40,7 +40,7 @@ def _structured(cls):
 
 def policy_args() -> dict[str, type | None]:
     """Policy name -> its ``Args`` dataclass (None for a policy without options)."""
-    from controller import policies
+    from otfgen.controller import policies
 
     out = {}
     for name in policies.names():
@@ -53,7 +53,7 @@ def policy_args() -> dict[str, type | None]:
 
 def scene_names() -> list[str]:
     """What ``scene=NAME`` accepts: the packaged scene YAMLs and the entry-point families."""
-    from blender_gen import families
+    from otfgen.blender_gen import families
 
     packaged = [p.stem for p in (Path(__file__).resolve().parents[1] / "configs" / "scene").glob("*.yaml")]
     return sorted({*packaged, *families.external()})
@@ -62,7 +62,7 @@ def scene_names() -> list[str]:
 def register() -> None:
     from hydra.core.config_store import ConfigStore
 
-    from controller import policies
+    from otfgen.controller import policies
 
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=_structured(RunConfig))
@@ -74,7 +74,7 @@ def register() -> None:
         cs.store(group="schema/policy", name=name, node=_structured(node))
         if name not in policies.NAMES:  # an installed policy has no YAML in configs/policy: its schema is its config
             cs.store(group="policy", name=name, node=_structured(node))
-    from blender_gen import families
+    from otfgen.blender_gen import families
 
     for name, scene in families.external_scenes().items():  # installed families: scene=NAME
         cs.store(group="scene", name=name, node=scene)
@@ -155,7 +155,7 @@ def compose(overrides: list[str]) -> RunConfig:
     register()
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_module(config_module="configs", version_base=None):
+        with initialize_config_module(config_module="otfgen.configs", version_base=None):
             cfg = hydra_compose(config_name="config", overrides=overrides)
     except Exception as e:  # Hydra's and OmegaConf's override / missing-group errors
         raise ConfigError(one_line(e)) from None
@@ -206,7 +206,7 @@ def from_argv(argv: list[str], prog: str, flags: dict[str, str] | None = None) -
             k, v = a[2:].split("=", 1)
             extra[k] = v
         elif a in ("-h", "--help"):
-            from controller import usage
+            from otfgen.controller import usage
 
             try:
                 print(usage.process_help(prog, flags or {}, [x for x in argv if not x.startswith("-")]))
@@ -261,9 +261,9 @@ def check_select(share: float, signal: str, policy: str) -> None:
 
 def check(cfg: RunConfig) -> None:
     """Start-up checks of what would otherwise fail late inside a child process."""
-    from blender_gen import security
-    from controller.server import scene_space
-    from trainer.data import BUILTIN
+    from otfgen.blender_gen import security
+    from otfgen.controller.server import scene_space
+    from otfgen.trainer.data import BUILTIN
 
     scene_space(cfg)
     _check_launcher(cfg.launcher)
@@ -289,7 +289,7 @@ def check(cfg: RunConfig) -> None:
         raise ConfigError("trainer.reward_split must be in [0, 1)")
     if cfg.trainer.real_data == "reward" and cfg.trainer.reward_split <= 0:
         raise ConfigError("trainer.real_data=reward trains on the reward split: set trainer.reward_split")
-    from controller import policies
+    from otfgen.controller import policies
 
     if policies.signal_of(cfg.policy.name) != "none" and cfg.trainer.reward_split <= 0:
         raise ConfigError(f"policy={cfg.policy.name} learns from real data: set trainer.reward_split (e.g. 0.5) so "
@@ -319,7 +319,7 @@ def _check_launcher(lc) -> None:
     """A launcher's name, its options, and its extra (ray, submitit) installed."""
     import importlib.util
 
-    from configs.schema import LAUNCHERS, LauncherCfg
+    from otfgen.configs.schema import LAUNCHERS, LauncherCfg
 
     if lc.name not in LAUNCHERS:
         raise ConfigError(f"launcher.name: unknown launcher '{lc.name}'; available: {', '.join(LAUNCHERS)}")
@@ -349,7 +349,7 @@ def _check_backend(cfg: RunConfig) -> None:
     import importlib.util
     import shutil
 
-    from blender_gen import families
+    from otfgen.blender_gen import families
 
     family = families.load(cfg.scene.name)
     if not getattr(family, "NEEDS_BLENDER", False):

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_gen import families
-from blender_gen.space import ParamSpace
-from controller import paramlog, replay
+from otfgen.blender_gen import families
+from otfgen.blender_gen.space import ParamSpace
+from otfgen.controller import paramlog, replay
 
 log = logging.getLogger("otfgen.export")
 

@@ -30,13 +30,13 @@ except ImportError as e:  # pragma: no cover - the message is the point
 
 import torch
 
-from blender_gen import families
-from controller.policies import n_bins, with_floor
-from controller.server import request_seed
-from trainer.data import BUILTIN, load_dataset
-from trainer.evaluate import evaluate
-from trainer.models import build, to_input
-from trainer.step import TrainStep
+from otfgen.blender_gen import families
+from otfgen.controller.policies import n_bins, with_floor
+from otfgen.controller.server import request_seed
+from otfgen.trainer.data import BUILTIN, load_dataset
+from otfgen.trainer.evaluate import evaluate
+from otfgen.trainer.models import build, to_input
+from otfgen.trainer.step import TrainStep
 
 
 class GenerationEnv(gym.Env):

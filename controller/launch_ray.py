@@ -32,9 +32,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from configs.schema import RunConfig
-from controller import remote
-from controller.remote import EngineCluster, Task
+from otfgen.configs.schema import RunConfig
+from otfgen.controller import remote
+from otfgen.controller.remote import EngineCluster, Task
 
 log = logging.getLogger("otfgen.launcher")
 

@@ -28,9 +28,9 @@ import math
 import os
 from pathlib import Path
 
-from configs.schema import RunConfig
-from controller import remote
-from controller.remote import EngineCluster, Task
+from otfgen.configs.schema import RunConfig
+from otfgen.controller import remote
+from otfgen.controller.remote import EngineCluster, Task
 
 log = logging.getLogger("otfgen.launcher")
 

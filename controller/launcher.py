@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from configs import cli
-from controller import config as config_mod
-from configs.schema import RunConfig
+from otfgen.configs import cli
+from otfgen.controller import config as config_mod
+from otfgen.configs.schema import RunConfig
 
 log = logging.getLogger("otfgen.launcher")
 
@@ -96,7 +96,7 @@ class LocalCluster:
         ready = self.run_dir / "endpoints.json"
         ready.unlink(missing_ok=True)
         py = sys.executable
-        self._spawn(Child("controller", [py, "-m", "controller.server", "--config", str(self.config_path),
+        self._spawn(Child("controller", [py, "-m", "otfgen.controller.server", "--config", str(self.config_path),
                                          f"--ready={ready}"]))
         deadline = time.monotonic() + self.cfg.launcher.start_timeout_s
         while not ready.exists():
@@ -110,7 +110,7 @@ class LocalCluster:
         return self.endpoint
 
     def start_trainer(self) -> None:
-        args = ["trainer.train", "--config", str(self.config_path), f"--controller={self.endpoint}"]
+        args = ["otfgen.trainer.train", "--config", str(self.config_path), f"--controller={self.endpoint}"]
         ranks = self.cfg.trainer.ranks
         if ranks > 1:  # PyTorch DDP: torchrun starts one trainer per rank
             argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
@@ -230,11 +230,11 @@ class LocalCluster:
 def make_cluster(cfg: RunConfig) -> LocalCluster:
     """The launcher ``cfg.launcher.name`` names: local processes, Ray actors or SLURM jobs."""
     if cfg.launcher.name == "ray":
-        from controller.launch_ray import RayCluster
+        from otfgen.controller.launch_ray import RayCluster
 
         return RayCluster(cfg)
     if cfg.launcher.name == "slurm":
-        from controller.launch_slurm import SlurmCluster
+        from otfgen.controller.launch_slurm import SlurmCluster
 
         return SlurmCluster(cfg)
     return LocalCluster(cfg)
@@ -252,7 +252,7 @@ def _describe(code: int) -> str:
 def worker_argv(blender: str | None, args: list[str]) -> list[str]:
     """A worker's command line: this Python, or a Blender executable's bundled Python."""
     if not blender:
-        return [sys.executable, "-m", "blender_gen.worker", *args]
+        return [sys.executable, "-m", "otfgen.blender_gen.worker", *args]
     entry = Path(__file__).resolve().parents[1] / "blender_gen" / "blender" / "entry.py"
     return [blender, "--background", "--factory-startup", "--python-exit-code", "2", "--python", str(entry),
             "--", *args]
@@ -274,7 +274,7 @@ def _hydra_main() -> int:
         except config_mod.ConfigError as e:
             return _startup_error(e)
 
-    @hydra.main(version_base=None, config_path="pkg://configs", config_name="config")
+    @hydra.main(version_base=None, config_path="pkg://otfgen.configs", config_name="config")
     def app(dcfg) -> None:
         try:
             cfg = config_mod.with_run_dir(config_mod.from_hydra(dcfg), HydraConfig.get().runtime.output_dir)
@@ -299,11 +299,11 @@ def _startup_error(e: Exception) -> int:
 
 
 SUBCOMMANDS = {  # otfgen SUBCOMMAND ARGS: module, function taking the remaining argv
-    "keys": ("blender_gen.security", "keys_main"),
-    "replay": ("controller.replay", "main"),
-    "compare": ("controller.compare", "main"),  # also installed as otfgen-compare
-    "preview": ("controller.preview", "main"),
-    "export": ("controller.export", "main"),
+    "keys": ("otfgen.blender_gen.security", "keys_main"),
+    "replay": ("otfgen.controller.replay", "main"),
+    "compare": ("otfgen.controller.compare", "main"),  # also installed as otfgen-compare
+    "preview": ("otfgen.controller.preview", "main"),
+    "export": ("otfgen.controller.export", "main"),
 }
 
 
@@ -315,7 +315,7 @@ def main() -> None:
         module, fn = SUBCOMMANDS[argv[0]]
         sys.exit(getattr(importlib.import_module(module), fn)(argv[1:]))
     if "-h" in argv or "--help" in argv:  # otfgen's own help, not Hydra's
-        from controller import usage
+        from otfgen.controller import usage
 
         try:
             print(usage.otfgen_help([a for a in argv if not a.startswith("-")]))

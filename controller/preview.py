@@ -116,10 +116,10 @@ def grid_png(images: np.ndarray, labels: np.ndarray, class_names, cols: int, tit
 
 
 def preview(argv: list[str]) -> Path:
-    from blender_gen import families
-    from blender_gen.worker import Renderer, _configure
-    from controller import config as config_mod
-    from controller.server import scene_space
+    from otfgen.blender_gen import families
+    from otfgen.blender_gen.worker import Renderer, _configure
+    from otfgen.controller import config as config_mod
+    from otfgen.controller.server import scene_space
 
     own, overrides = parse(argv)
     try:
@@ -153,11 +153,11 @@ def main(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
         print(__doc__.strip())
         return 0
-    from blender_gen.families import UnknownFamily
-    from blender_gen.space import SpaceError
-    from blender_gen.worker import RenderSetupError
-    from configs import cli
-    from configs.schema import ConfigError
+    from otfgen.blender_gen.families import UnknownFamily
+    from otfgen.blender_gen.space import SpaceError
+    from otfgen.blender_gen.worker import RenderSetupError
+    from otfgen.configs import cli
+    from otfgen.configs.schema import ConfigError
 
     cli.setup_logging()
     try:

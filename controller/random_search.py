@@ -87,7 +87,7 @@ def run(rdir: Path, seed: int, overrides: list[str], launch: Callable[[Path, lis
         read_rows: Callable[[Path], list[dict]]) -> dict:
     """Probes, choice, final run; ``launch(run_dir, overrides)`` runs one otfgen run and returns its
     record (as compare.run_one does). Returns the final run's record with the search's facts."""
-    from controller.config import compose
+    from otfgen.controller.config import compose
 
     opts, overrides = split_options(overrides)
     cfg = compose(overrides)
@@ -99,7 +99,7 @@ def run(rdir: Path, seed: int, overrides: list[str], launch: Callable[[Path, lis
                          f"(search.boxes + 1) × search.probe_samples ({(k + 1) * probe})")
     if cfg.trainer.reward_split <= 0:
         raise SystemExit("otfgen-compare: random search chooses its box on the reward split: set trainer.reward_split")
-    from blender_gen import families
+    from otfgen.blender_gen import families
 
     label = families.load(cfg.scene.name).LABEL_PARAM
     boxes = draw_boxes(cfg.scene.params, label, k, seed)

@@ -29,9 +29,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from blender_gen import security
-from configs.schema import RunConfig
-from controller.launcher import LocalCluster
+from otfgen.blender_gen import security
+from otfgen.configs.schema import RunConfig
+from otfgen.controller.launcher import LocalCluster
 
 log = logging.getLogger("otfgen.launcher")
 
@@ -102,10 +102,10 @@ def run_worker(endpoint: str, worker_id: str, credits: int, key_files: dict[str,
 
     Returns the worker's exit code as ``otfgen-worker`` would: 0 stopped, 2 cannot run as
     configured, 3 controller silent, 130 interrupted; 1 for anything unexpected (logged)."""
-    from blender_gen import families
-    from blender_gen import worker as worker_mod
-    from blender_gen.space import SpaceError
-    from configs import cli
+    from otfgen.blender_gen import families
+    from otfgen.blender_gen import worker as worker_mod
+    from otfgen.blender_gen.space import SpaceError
+    from otfgen.configs import cli
 
     cli.setup_logging()
     d = Path(tempfile.mkdtemp(prefix="otfgen-keys-"))  # mkdtemp: 0700, this user only

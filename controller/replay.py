@@ -18,9 +18,9 @@ from typing import Iterator
 
 import numpy as np
 
-from blender_gen import families
-from blender_gen.space import ParamSpace
-from controller import paramlog
+from otfgen.blender_gen import families
+from otfgen.blender_gen.space import ParamSpace
+from otfgen.controller import paramlog
 
 
 def stream_logs(run_dir: Path) -> list[Path]:

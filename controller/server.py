@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from blender_gen import families, protocol, rng, security
-from blender_gen.space import ParamSpace
-from controller import config as config_mod
-from controller import policies
-from configs import cli
-from configs.schema import PARAM_KEYS, ConfigError, RunConfig
-from controller.ledger import Ledger, Request, WorkerState
-from controller.paramlog import ParamLog
+from otfgen.blender_gen import families, protocol, rng, security
+from otfgen.blender_gen.space import ParamSpace
+from otfgen.controller import config as config_mod
+from otfgen.controller import policies
+from otfgen.configs import cli
+from otfgen.configs.schema import PARAM_KEYS, ConfigError, RunConfig
+from otfgen.controller.ledger import Ledger, Request, WorkerState
+from otfgen.controller.paramlog import ParamLog
 
 log = logging.getLogger("otfgen.controller")
 

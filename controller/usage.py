@@ -56,9 +56,9 @@ def _flat(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 def settings(overrides: list[str] | None = None) -> str:
     """Every setting of the composed config (KEY=VALUE) and the scene's parameters."""
-    from blender_gen import families
-    from controller import config as config_mod
-    from controller import policies
+    from otfgen.blender_gen import families
+    from otfgen.controller import config as config_mod
+    from otfgen.controller import policies
 
     cfg = config_mod.compose(list(overrides or []))
     rows = [(k, v) for k, v in _flat(cfg) if k not in ("workers", "run_dir")]

@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
-from configs.schema import RunConfig
-from controller import config
-from controller.config import ConfigError, compose
+from otfgen.configs.schema import RunConfig
+from otfgen.controller import config
+from otfgen.controller.config import ConfigError, compose
 
 
 def test_policy_options_override_without_plus():

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from controller.config import ConfigError, compose, with_run_dir
-from controller.ledger import Request, WorkerState
-from controller.server import Controller, scene_space
+from otfgen.controller.config import ConfigError, compose, with_run_dir
+from otfgen.controller.ledger import Request, WorkerState
+from otfgen.controller.server import Controller, scene_space
 
 
 class Msg(dict):
@@ -68,7 +68,7 @@ def test_endpoint_in_use_is_a_one_line_error(tmp_path):
 
     with zmq.Context.instance().socket(zmq.PULL) as squatter:
         port = squatter.bind_to_random_port("tcp://127.0.0.1")
-        p = subprocess.run([sys.executable, "-m", "controller.server", f"controller.bind=tcp://127.0.0.1:{port}",
+        p = subprocess.run([sys.executable, "-m", "otfgen.controller.server", f"controller.bind=tcp://127.0.0.1:{port}",
                             f"run_dir={tmp_path}", "budget.samples=256"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert f"controller.bind: cannot bind tcp://127.0.0.1:{port}" in p.stderr

@@ -8,8 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from trainer import data
-from trainer.data import DataError, load_dataset, read_idx
+from otfgen.trainer import data
+from otfgen.trainer.data import DataError, load_dataset, read_idx
 
 
 def idx_bytes(a: np.ndarray, code: int = 0x08) -> bytes:

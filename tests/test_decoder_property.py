@@ -12,8 +12,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from blender_gen import protocol  # noqa: E402
-from blender_gen.protocol import ProtocolError  # noqa: E402
+from otfgen.blender_gen import protocol  # noqa: E402
+from otfgen.blender_gen.protocol import ProtocolError  # noqa: E402
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blender_gen import families
+from otfgen.blender_gen import families
 
 pytestmark = pytest.mark.blender
 
@@ -114,7 +114,7 @@ def test_batches_larger_than_one_frame_are_split_and_kept_in_order():
 
 
 def test_render_options_are_checked():
-    from blender_gen.blender import BlenderDeviceError
+    from otfgen.blender_gen.blender import BlenderDeviceError
 
     with pytest.raises(ValueError, match="unknown render options"):
         digits3d.configure({"spp": 4})

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blender_gen import families
+from otfgen.blender_gen import families
 from conftest import otfgen_cmd
-from controller import paramlog, replay
-from controller.server import request_seed
+from otfgen.controller import paramlog, replay
+from otfgen.controller.server import request_seed
 
 
 def make_run(run_dir, sizes, family="mnist2d", order=None, action=None):

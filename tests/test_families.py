@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
-from blender_gen import families
-from blender_gen.families import CONFIG_DIR
+from otfgen.blender_gen import families
+from otfgen.blender_gen.families import CONFIG_DIR
 
 NAMES = families.available()
 
@@ -113,7 +113,7 @@ def test_distractors_off_leave_the_bytes_and_on_do_what_they_say(name):
 
 
 def test_wide_scene_configs_stay_within_what_the_family_declares():
-    from controller.config import check, compose
+    from otfgen.controller.config import check, compose
 
     for scene in ("mnist2d_wide", "fashion2d_wide"):
         cfg = compose([f"scene={scene}"])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from blender_gen import rng
-from blender_gen.families import CONFIG_DIR, declared_space, default_space, load
-from blender_gen.space import SpaceError
+from otfgen.blender_gen import rng
+from otfgen.blender_gen.families import CONFIG_DIR, declared_space, default_space, load
+from otfgen.blender_gen.space import SpaceError
 
 fam = load("fashion2d")
 space = default_space("fashion2d")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from controller.ledger import Ledger, Request
+from otfgen.controller.ledger import Ledger, Request
 
 
 def make(rid: int, rank: int, n: int) -> Request:

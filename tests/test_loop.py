@@ -56,7 +56,7 @@ def test_default_loop_learns_and_replays(tmp_path, env):
     z = np.load(tmp_path / "npz" / "shard-000000.npz")
     assert z["images"].shape == (6144, 28, 28)
     # evaluation CLI on the built-in real digits prints one JSON line
-    e = subprocess.run([sys.executable, "-m", "trainer.evaluate", "--checkpoint", str(run_dir / "checkpoint.pt")],
+    e = subprocess.run([sys.executable, "-m", "otfgen.trainer.evaluate", "--checkpoint", str(run_dir / "checkpoint.pt")],
                        env=env, capture_output=True, text=True, timeout=120)
     assert e.returncode == 0, e.stderr
     out = json.loads(e.stdout)
@@ -179,7 +179,7 @@ def test_bad_configuration_fails_at_start_with_the_key(tmp_path, env, overrides,
 
 
 def test_stream_as_a_library_dataset(tmp_path):
-    from trainer.stream import Stream
+    from otfgen.trainer.stream import Stream
 
     overrides = [f"run_dir={tmp_path}", "budget.samples=1024", "launcher.workers=1", *SMALL]
     with Stream.local(overrides) as stream:
@@ -196,7 +196,7 @@ def test_stream_as_a_library_dataset(tmp_path):
 def test_workers_that_wait_long_for_a_trainer_are_kept_and_welcomed(tmp_path):
     """A trainer that takes longer to start than controller.dead_after_s (a loaded machine,
     torch's import) must still find the workers: waiting workers heartbeat, and are heard."""
-    from trainer.stream import Stream
+    from otfgen.trainer.stream import Stream
 
     overrides = [f"run_dir={tmp_path}", "budget.samples=512", "launcher.workers=2", "controller.dead_after_s=1",
                  *SMALL]

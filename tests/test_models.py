@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.models import SmallCNN
+from otfgen.trainer.models import SmallCNN
 
 
 def test_input_blur_is_a_normalised_gaussian_of_the_given_std():

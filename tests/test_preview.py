@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import otfgen_cmd
-from controller import preview
+from otfgen.controller import preview
 
 
 def _preview(env, *args, timeout=120):
@@ -45,7 +45,7 @@ def test_sweep_gives_one_row_per_value_and_rows_differ(tmp_path, env):
 
 
 def test_sweep_values_cover_the_range_or_each_choice():
-    from blender_gen import families
+    from otfgen.blender_gen import families
 
     space = families.default_space("mnist2d")
     v, labels = preview.sweep_values(space["slant"], 5)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import zmq
 
-from blender_gen import protocol
-from blender_gen.protocol import ProtocolError
+from otfgen.blender_gen import protocol
+from otfgen.blender_gen.protocol import ProtocolError
 
 # -- valid messages of every kind -------------------------------------------------------------
 
@@ -371,10 +371,10 @@ def _wait_for(pred, timeout: float, what: str) -> None:
 
 
 def test_controller_keeps_serving_under_malformed_flood(tmp_path):
-    from blender_gen import worker
-    from controller.config import compose, with_run_dir
-    from controller.server import Controller
-    from trainer.stream import Stream
+    from otfgen.blender_gen import worker
+    from otfgen.controller.config import compose, with_run_dir
+    from otfgen.controller.server import Controller
+    from otfgen.trainer.stream import Stream
 
     cfg = with_run_dir(compose(["budget.samples=512", "controller.request_size=256"]), tmp_path)
     ctrl = Controller(cfg, tmp_path)

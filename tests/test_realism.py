@@ -4,11 +4,11 @@ that look like it above ones that do not, for their class, before any task model
 import numpy as np
 import torch
 
-from blender_gen import families
-from controller import policies
-from controller.policies import bin_index
-from trainer.models import SmallCNN, to_input
-from trainer.signals import RealSignal
+from otfgen.blender_gen import families
+from otfgen.controller import policies
+from otfgen.controller.policies import bin_index
+from otfgen.trainer.models import SmallCNN, to_input
+from otfgen.trainer.signals import RealSignal
 
 SPACE = families.default_space("mnist2d")
 

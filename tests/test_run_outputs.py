@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import otfgen_cmd
-from trainer.plots import si, standard_error
+from otfgen.trainer.plots import si, standard_error
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} otfgen[.\w]* (INFO|WARNING|ERROR|CRITICAL) ")
 SMALL = ["controller.request_size=256", "trainer.batch_size=128", "trainer.threads=1", "trainer.log_every_s=0.5"]

@@ -9,7 +9,7 @@ import time
 import pytest
 import zmq
 
-from blender_gen import protocol, security
+from otfgen.blender_gen import protocol, security
 from conftest import otfgen_cmd
 
 
@@ -65,7 +65,7 @@ def test_strangers_get_nothing_in_and_nothing_out(tmp_path, env):
     """A controller on a second loopback address with CurveZMQ on: a peer without keys and a peer
     with keys the controller does not know are never registered and receive nothing; a peer with
     the authorised key is registered (and hears the controller's heartbeats)."""
-    from controller.config import compose, save
+    from otfgen.controller.config import compose, save
 
     keys = security.generate(tmp_path / "keys")
     strangers = security.generate(tmp_path / "other")
@@ -73,7 +73,7 @@ def test_strangers_get_nothing_in_and_nothing_out(tmp_path, env):
     (tmp_path / "run").mkdir()
     save(cfg, tmp_path / "run" / "config.json")
     ready = tmp_path / "run" / "endpoints.json"
-    ctrl = subprocess.Popen([sys.executable, "-m", "controller.server", "--config", str(tmp_path / "run" / "config.json"),
+    ctrl = subprocess.Popen([sys.executable, "-m", "otfgen.controller.server", "--config", str(tmp_path / "run" / "config.json"),
                              f"--ready={ready}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ctx = zmq.Context()
     try:
@@ -123,7 +123,7 @@ def test_a_worker_started_elsewhere_joins_by_address_with_keys(tmp_path, env):
         while not (run_dir / "endpoints.json").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         endpoint = json.loads((run_dir / "endpoints.json").read_text())["controller"]
-        ext = subprocess.Popen([sys.executable, "-m", "blender_gen.worker", f"controller={endpoint}", "id=remote-1",
+        ext = subprocess.Popen([sys.executable, "-m", "otfgen.blender_gen.worker", f"controller={endpoint}", "id=remote-1",
                                 f"keys={keys}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         out, _ = proc.communicate(timeout=300)
         ext_out, _ = ext.communicate(timeout=30)

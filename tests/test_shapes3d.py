@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("bpy")
 
-from blender_gen.blender import BlenderDeviceError  # noqa: E402
-from blender_gen.families import default_space, load  # noqa: E402
+from otfgen.blender_gen.blender import BlenderDeviceError  # noqa: E402
+from otfgen.blender_gen.families import default_space, load  # noqa: E402
 
 pytestmark = pytest.mark.blender
 

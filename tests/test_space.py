@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blender_gen import rng
-from blender_gen.space import ParamSpace, SpaceError
+from otfgen.blender_gen import rng
+from otfgen.blender_gen.space import ParamSpace, SpaceError
 
 DECL = {
     "size": {"kind": "float", "low": -2.0, "high": 3.0, "default": 0.5, "doc": "a float"},

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import ROOT, proc_cmdlines
-from trainer.stream import Stream, StreamError
+from otfgen.trainer.stream import Stream, StreamError
 
 SMALL = ["controller.request_size=256", "trainer.batch_size=128", "launcher.workers=1"]
 
@@ -96,7 +96,7 @@ def test_a_second_pass_is_a_clear_error(tmp_path):
 
 SCRIPT = """
 import gc, json, os, sys, time
-from trainer.stream import Stream
+from otfgen.trainer.stream import Stream
 
 def children():
     return sorted(int(p) for p in os.listdir("/proc") if p.isdigit()

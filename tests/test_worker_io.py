@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import zmq
 
-from blender_gen import families, protocol, worker
-from blender_gen.families import mnist2d
+from otfgen.blender_gen import families, protocol, worker
+from otfgen.blender_gen.families import mnist2d
 from conftest import ROOT
 
 FAMILY = "mnist2d"
@@ -413,7 +413,7 @@ def _like_a_terminal():  # SIGINT handled by default and not blocked, whatever t
 def test_ctrl_c_exits_130(ctx, env, when):
     fake = FakeController(ctx)
     pull, pull_ep = _pull(ctx)
-    proc = subprocess.Popen([sys.executable, "-m", "blender_gen.worker", f"controller={fake.endpoint}", f"id={WID}"],
+    proc = subprocess.Popen([sys.executable, "-m", "otfgen.blender_gen.worker", f"controller={fake.endpoint}", f"id={WID}"],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=_like_a_terminal)
     try:
@@ -433,7 +433,7 @@ def test_ctrl_c_exits_130(ctx, env, when):
 def test_main_exits_2_when_the_family_cannot_be_configured(ctx, env):
     fake = FakeController(ctx)
     pull, pull_ep = _pull(ctx)
-    proc = subprocess.Popen([sys.executable, "-m", "blender_gen.worker", f"controller={fake.endpoint}", f"id={WID}"],
+    proc = subprocess.Popen([sys.executable, "-m", "otfgen.blender_gen.worker", f"controller={fake.endpoint}", f"id={WID}"],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         fake.wait_for("hello")

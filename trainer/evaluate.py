@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer.data import BUILTIN, DataError, load_dataset
-from trainer.models import build, to_input
-from trainer.step import pick_device
+from otfgen.trainer.data import BUILTIN, DataError, load_dataset
+from otfgen.trainer.models import build, to_input
+from otfgen.trainer.step import pick_device
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 
-from configs import cli
+from otfgen.configs import cli
 
 log = logging.getLogger("otfgen.train")
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from torch import nn
 
-from trainer.models import to_input
+from otfgen.trainer.models import to_input
 
 KINDS = ("feature_distance", "grad_alignment", "realism", "reducible_loss")
 

@@ -44,8 +44,8 @@ import torch
 import zmq
 from torch.utils.data import IterableDataset, get_worker_info
 
-from blender_gen import protocol, security
-from trainer.models import to_input
+from otfgen.blender_gen import protocol, security
+from otfgen.trainer.models import to_input
 
 log = logging.getLogger("otfgen.stream")
 _instances = itertools.count()
@@ -284,8 +284,8 @@ class Stream(IterableDataset):
         """Start a controller and workers on this machine (Hydra overrides as for ``otfgen``).
         They stop with ``close()`` (or the ``with`` block), when the stream is garbage-collected,
         or at interpreter exit, whichever comes first."""
-        from controller.config import compose, default_run_dir, with_run_dir
-        from controller.launcher import LocalCluster
+        from otfgen.controller.config import compose, default_run_dir, with_run_dir
+        from otfgen.controller.launcher import LocalCluster
 
         cfg = compose(list(overrides or []))
         cfg = with_run_dir(cfg, cfg.run_dir or default_run_dir("stream"))

@@ -23,18 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from blender_gen.security import KeysError
-from configs import cli
-from configs.schema import ConfigError, RunConfig
-from controller import config as config_mod
-from trainer import plots
-from trainer.progress import Progress, wanted
-from trainer.data import BUILTIN, DataError, few_per_class, load_dataset
-from trainer.evaluate import evaluate
-from trainer.models import build, to_input
-from trainer.signals import RealSignal, select
-from trainer.step import TrainStep, pick_device
-from trainer.stream import Stream, StreamError
+from otfgen.blender_gen.security import KeysError
+from otfgen.configs import cli
+from otfgen.configs.schema import ConfigError, RunConfig
+from otfgen.controller import config as config_mod
+from otfgen.trainer import plots
+from otfgen.trainer.progress import Progress, wanted
+from otfgen.trainer.data import BUILTIN, DataError, few_per_class, load_dataset
+from otfgen.trainer.evaluate import evaluate
+from otfgen.trainer.models import build, to_input
+from otfgen.trainer.signals import RealSignal, select
+from otfgen.trainer.step import TrainStep, pick_device
+from otfgen.trainer.stream import Stream, StreamError
 
 log = logging.getLogger("otfgen.train")
 VAL_STREAM = "stream"

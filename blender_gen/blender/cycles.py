@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from blender_gen.blender import BlenderDeviceError, require_bpy
+from otfgen.blender_gen.blender import BlenderDeviceError, require_bpy
 
 log = logging.getLogger("otfgen.blender")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from blender_gen.blender import require_bpy
+from otfgen.blender_gen.blender import require_bpy
 
 
 MAX_CELLS = 63  # Cycles allows 64 light-linking sets per scene, one of them the default set
@@ -138,8 +138,8 @@ def object_attribute(node_tree, name: str):
 
 def check_options(options: dict, defaults: dict, cell_px: int) -> dict:
     """A Blender family's render options merged over its defaults, or a ValueError saying which."""
-    from blender_gen.blender import BlenderDeviceError
-    from blender_gen.blender.cycles import DEVICES
+    from otfgen.blender_gen.blender import BlenderDeviceError
+    from otfgen.blender_gen.blender.cycles import DEVICES
 
     unknown = set(options) - set(defaults)
     if unknown:
@@ -162,7 +162,7 @@ def blur_and_noise(img: np.ndarray, blur: np.ndarray, noise: np.ndarray, seeds: 
     """Display values [n, H, W(, C)] in [0, 1] -> per-sample Gaussian camera blur (std ``blur``
     pixels, 7 taps, separable) and Gaussian sensor noise (std ``noise``, drawn from each sample's
     seed) -> uint8."""
-    from blender_gen import rng
+    from otfgen.blender_gen import rng
 
     n, H, W = img.shape[:3]
     tail = (1,) * (img.ndim - 1)

@@ -23,7 +23,7 @@ from types import ModuleType
 
 import yaml
 
-from blender_gen.space import ParamSpace
+from otfgen.blender_gen.space import ParamSpace
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 ENTRY_POINTS = "otfgen.families"
@@ -53,7 +53,7 @@ def distract(images, params, seeds):
     the bytes untouched."""
     import numpy as np
 
-    from blender_gen import rng
+    from otfgen.blender_gen import rng
 
     occ = np.asarray(params["occlude"], np.float64)
     inv = np.asarray(params["invert"], np.int64) == 1

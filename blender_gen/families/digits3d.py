@@ -25,9 +25,9 @@ import time
 
 import numpy as np
 
-from blender_gen import rng
-from blender_gen.families import batch_labels
-from blender_gen.families.mnist2d import _C, _COUNT, _FIRST, SKELETONS, _catmull_rom_rows
+from otfgen.blender_gen import rng
+from otfgen.blender_gen.families import batch_labels
+from otfgen.blender_gen.families.mnist2d import _C, _COUNT, _FIRST, SKELETONS, _catmull_rom_rows
 
 NAME = "digits3d"
 IMAGE_SHAPE = (28, 28)
@@ -70,7 +70,7 @@ class _Scene:
     """The Blender scene of one process: a grid of cells, each a tube over a background plane."""
 
     def __init__(self, options: dict):
-        from blender_gen.blender import cycles, grid
+        from otfgen.blender_gen.blender import cycles, grid
 
         self.opts = dict(options)
         rows, cols = int(self.opts["rows"]), int(self.opts["cols"])
@@ -114,7 +114,7 @@ class _Scene:
         bsdf = nt.nodes["Principled BSDF"]
         info = nt.nodes.new("ShaderNodeObjectInfo")
         nt.links.new(info.outputs["Color"], bsdf.inputs["Base Color"])
-        from blender_gen.blender import grid
+        from otfgen.blender_gen.blender import grid
 
         nt.links.new(grid.object_attribute(nt, "roughness").outputs["Fac"], bsdf.inputs["Roughness"])
         return m
@@ -127,7 +127,7 @@ class _Scene:
         nt.nodes.remove(nt.nodes["Principled BSDF"])
         bsdf = nt.nodes.new("ShaderNodeBsdfDiffuse")  # matte ground: cheaper than a rough Principled BSDF
         nt.links.new(bsdf.outputs["BSDF"], nt.nodes["Material Output"].inputs["Surface"])
-        from blender_gen.blender import grid
+        from otfgen.blender_gen.blender import grid
 
         attr = {name: grid.object_attribute(nt, name) for name in ("bg_lo", "bg_hi", "bg_scale", "bg_w")}
         noise = nt.nodes.new("ShaderNodeTexNoise")
@@ -144,12 +144,12 @@ class _Scene:
         return m
 
     def render(self, params: dict, seeds: np.ndarray) -> np.ndarray:
-        from blender_gen.blender import grid
+        from otfgen.blender_gen.blender import grid
 
         return grid.in_frames(self._render_chunk, params, seeds, self.grid.capacity, IMAGE_SHAPE)
 
     def _render_chunk(self, p: dict, seeds: np.ndarray) -> np.ndarray:
-        from blender_gen.blender import cycles, grid
+        from otfgen.blender_gen.blender import cycles, grid
 
         n = len(seeds)
         f = {k: np.asarray(v, np.float64) for k, v in p.items()}
@@ -206,7 +206,7 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
 
 def _post(gray: np.ndarray, f: dict, seeds: np.ndarray) -> np.ndarray:
     """Linear luminance [n, H, W] -> display values with camera blur and sensor noise -> uint8."""
-    from blender_gen.blender import grid
+    from otfgen.blender_gen.blender import grid
 
     n = len(gray)
     return grid.blur_and_noise(np.clip(gray, 0.0, 1.0) ** (1 / 2.2), f["blur"][:n], f["noise"][:n], seeds,
@@ -220,7 +220,7 @@ def configure(options: dict) -> None:
     """Set render options (device, samples, rows, cols, cell_px, threads) and build the scene now,
     so that a missing bpy or GPU is reported at start-up."""
     global _scene
-    from blender_gen.blender import grid
+    from otfgen.blender_gen.blender import grid
 
     opts = grid.check_options(options, OPTIONS, IMAGE_SHAPE[0])
     if _scene is None or _scene.opts != opts:

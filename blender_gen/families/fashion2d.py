@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from blender_gen import rng
-from blender_gen.families import batch_labels, distract
+from otfgen.blender_gen import rng
+from otfgen.blender_gen.families import batch_labels, distract
 
 NAME = "fashion2d"
 IMAGE_SHAPE = (28, 28)

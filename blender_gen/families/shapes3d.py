@@ -48,9 +48,9 @@ import time
 
 import numpy as np
 
-from blender_gen import rng
-from blender_gen.blender import cycles, grid  # neither imports bpy until used
-from blender_gen.families import batch_labels
+from otfgen.blender_gen import rng
+from otfgen.blender_gen.blender import cycles, grid  # neither imports bpy until used
+from otfgen.blender_gen.families import batch_labels
 
 NAME = "shapes3d"
 IMAGE_SHAPE = (64, 64, 3)

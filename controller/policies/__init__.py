@@ -29,7 +29,7 @@ from typing import Any, List, Mapping, Optional
 
 import numpy as np
 
-from blender_gen.space import Param, ParamSpace
+from otfgen.blender_gen.space import Param, ParamSpace
 
 NAMES = ("uniform", "bandit", "ppo", "match", "align", "realism", "rho")  # built in; more come from entry points
 ENTRY_POINTS = "otfgen.policies"  # name -> a module with POLICY (and ARGS), as the built-in ones

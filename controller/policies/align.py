@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.policies import ClassRegions, Policy, PolicyArgs, args_from, bin_index, boltzmann, timed
+from otfgen.controller.policies import ClassRegions, Policy, PolicyArgs, args_from, bin_index, boltzmann, timed
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.policies import BinPolicy, PolicyArgs, RegionStats, args_from, boltzmann, timed
+from otfgen.controller.policies import BinPolicy, PolicyArgs, RegionStats, args_from, boltzmann, timed
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from controller.policies import Policy, PolicyArgs, RegionStats, args_from, timed, with_floor
+from otfgen.controller.policies import Policy, PolicyArgs, RegionStats, args_from, timed, with_floor
 
 
 @dataclass(frozen=True)

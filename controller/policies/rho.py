@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.policies import ClassRegions, Policy, PolicyArgs, args_from, bin_index, timed, with_floor
+from otfgen.controller.policies import ClassRegions, Policy, PolicyArgs, args_from, bin_index, timed, with_floor
 
 
 @dataclass(frozen=True)

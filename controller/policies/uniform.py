@@ -1,6 +1,6 @@
 """Uniform domain randomisation (Tobin et al. 2017): every parameter uniform over its range."""
 
-from controller.policies import Policy
+from otfgen.controller.policies import Policy
 
 
 class Uniform(Policy):

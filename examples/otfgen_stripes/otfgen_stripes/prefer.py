@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.policies import Policy, PolicyArgs, args_from, n_bins
+from otfgen.controller.policies import Policy, PolicyArgs, args_from, n_bins
 
 
 @dataclass(frozen=True)

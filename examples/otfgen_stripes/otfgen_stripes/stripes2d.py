@@ -6,8 +6,8 @@ scene config as SCENE (what configs/scene/<name>.yaml holds for a built-in famil
 """
 import numpy as np
 
-from blender_gen import rng
-from blender_gen.families import batch_labels
+from otfgen.blender_gen import rng
+from otfgen.blender_gen.families import batch_labels
 
 NAME = "stripes2d"
 IMAGE_SHAPE = (28, 28)
