@@ -301,7 +301,7 @@ def _startup_error(e: Exception) -> int:
 SUBCOMMANDS = {  # otfgen SUBCOMMAND ARGS: module, function taking the remaining argv
     "keys": ("otfgen.blender_gen.security", "keys_main"),
     "replay": ("otfgen.controller.replay", "main"),
-    "compare": ("otfgen.controller.compare", "main"),  # also installed as otfgen-compare
+    "compare": ("otfgen.controller.study.compare", "main"),  # also installed as otfgen-compare
     "preview": ("otfgen.controller.preview", "main"),
     "export": ("otfgen.controller.export", "main"),
 }

@@ -63,7 +63,7 @@ def test_compare_refuses_an_unknown_policy_before_running_anything(tmp_path, env
 def test_compare_exits_non_zero_when_a_run_failed(tmp_path, env):
     import json
 
-    from otfgen.controller import compare
+    from otfgen.controller.study import compare
 
     for arm, ok in (("good", True), ("bad", False)):
         d = compare.run_dir(tmp_path, arm, 0)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from otfgen.controller import compare
+from otfgen.controller.study import compare
 
 
 # -- synthetic runs ----------------------------------------------------------------------------------
@@ -136,9 +136,9 @@ def test_no_policy_probs_means_no_distribution_plot(tmp_path):
 @pytest.mark.slow
 def test_tiny_real_comparison(tmp_path, env):
     out = tmp_path / "cmp"
-    p = subprocess.run([sys.executable, "-m", "otfgen.controller.compare", "policies=[uniform,bandit]", "seeds=1",
-                        f"out={out}", "budget.samples=2048", "trainer.val_every=1024", "controller.request_size=256",
-                        "trainer.batch_size=128", "trainer.threads=1"],
+    p = subprocess.run([sys.executable, "-m", "otfgen.controller.study.compare", "policies=[uniform,bandit]",
+                        "seeds=1", f"out={out}", "budget.samples=2048", "trainer.val_every=1024",
+                        "controller.request_size=256", "trainer.batch_size=128", "trainer.threads=1"],
                        env=env, capture_output=True, text=True, timeout=400)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "uniform seed 0: done" in p.stdout
@@ -184,7 +184,8 @@ def test_paired_difference_and_its_interval(tmp_path):
 
 
 def test_random_search_boxes_lie_in_the_prior_and_pass_the_config_check():
-    from otfgen.controller import config, random_search
+    from otfgen.controller import config
+    from otfgen.controller.study import random_search
 
     cfg = config.compose(["scene=mnist2d_wide"])
     boxes = random_search.draw_boxes(cfg.scene.params, "label", 6, seed=3)
@@ -206,7 +207,7 @@ def test_random_search_boxes_lie_in_the_prior_and_pass_the_config_check():
 
 
 def test_random_search_trains_the_best_probe_box_with_the_rest_of_the_budget(tmp_path):
-    from otfgen.controller import random_search
+    from otfgen.controller.study import random_search
 
     launched = []
 

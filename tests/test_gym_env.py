@@ -5,7 +5,7 @@ import pytest
 
 gym = pytest.importorskip("gymnasium")
 
-from otfgen.controller.gym_env import GenerationEnv  # noqa: E402
+from otfgen.controller.study.gym_env import GenerationEnv  # noqa: E402
 
 
 def test_random_agent_runs_an_episode():

@@ -26,7 +26,7 @@ try:
     import gymnasium as gym
     from gymnasium import spaces
 except ImportError as e:  # pragma: no cover - the message is the point
-    raise ImportError("controller.gym_env needs gymnasium: pip install 'otfgen[gym]'") from e
+    raise ImportError("controller.study.gym_env needs gymnasium: pip install 'otfgen[gym]'") from e
 
 import torch
 

@@ -6,11 +6,11 @@
 
 An arm is a policy name, or ``NAME:POLICY+OVERRIDE+...`` for a policy with overrides of its own,
 e.g. ``wide:uniform+scene=mnist2d_wide`` or ``fewreal:uniform+trainer.real_data=reward``;
-``random_search`` in place of a policy runs the random-search baseline (controller/random_search.py). Each
-(arm, seed) is one ordinary ``otfgen`` run in ``<out>/<arm>/seed<s>``, one after the other (runs
-in parallel would compete for the same cores and distort the wall times compared), with seeds
-``seed_offset`` … ``seed_offset + seeds - 1``. Their ``metrics.jsonl`` files are then read back
-and ``<out>`` gets ``results.md``, ``results.json``, ``accuracy.png``, ``error_loglog.png`` and
+``random_search`` in place of a policy runs the random-search baseline
+(controller/study/random_search.py). Each (arm, seed) is one ordinary ``otfgen`` run in
+``<out>/<arm>/seed<s>``, one after the other (runs in parallel would compete for the same cores
+and distort the wall times compared), with seeds ``seed_offset`` … ``seed_offset + seeds - 1``.
+Their ``metrics.jsonl`` files are then read back and ``<out>`` gets ``results.md``, ``results.json``, ``accuracy.png``, ``error_loglog.png`` and
 ``policy_distributions.png``.
 
 The question asked: is an arm better than the baseline on the same seeds? For each arm, the
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from otfgen.controller import random_search
+from otfgen.controller.study import random_search
 
 BASELINE = "uniform"
 DEFAULT_THRESHOLDS = (90.0, 95.0, 97.0, 98.0)  # validation accuracy, %
