@@ -63,12 +63,12 @@ def test_compare_refuses_an_unknown_policy_before_running_anything(tmp_path, env
 def test_compare_exits_non_zero_when_a_run_failed(tmp_path, env):
     import json
 
-    from otfgen.controller.study import compare
+    from otfgen.controller.study import runs
 
     for arm, ok in (("good", True), ("bad", False)):
-        d = compare.run_dir(tmp_path, arm, 0)
+        d = runs.run_dir(tmp_path, arm, 0)
         d.mkdir(parents=True)
-        (d / compare.RUN_RECORD).write_text(json.dumps({"ok": ok, "returncode": 0 if ok else 1, "wall_s": 1.0}))
+        (d / runs.RUN_RECORD).write_text(json.dumps({"ok": ok, "returncode": 0 if ok else 1, "wall_s": 1.0}))
         if ok:
             (d / "metrics.jsonl").write_text(json.dumps({"train/samples": 1000, "val/acc": 0.9, "val/n": 100}) + "\n")
     args = ["policies=[good:uniform,bad:uniform]", "baseline=good", "seeds=1", f"out={tmp_path}", "report_only=true"]

@@ -1,13 +1,15 @@
 """otfgen-compare: argument parsing, the aggregation and the table on synthetic runs, and one tiny real run."""
 
+import ast
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
-from otfgen.controller.study import compare
+from otfgen.controller.study import compare, report, runs, stats
 
 
 # -- synthetic runs ----------------------------------------------------------------------------------
@@ -19,7 +21,7 @@ def _curve(samples, scale, noise, rng):
 
 
 def _write_run(out, policy, seed, scale, noise=0.002, budget=8000, every=1000, probs=None, wall=100.0):
-    rdir = compare.run_dir(out, policy, seed)
+    rdir = runs.run_dir(out, policy, seed)
     rdir.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     xs = list(range(every, budget + 1, every))
@@ -35,7 +37,7 @@ def _write_run(out, policy, seed, scale, noise=0.002, budget=8000, every=1000, p
     with open(rdir / "metrics.jsonl", "w") as f:
         f.writelines(json.dumps(m) + "\n" for m in lines)
         f.write('{"train/samples": 9')  # a line cut short by a kill must not break the report
-    (rdir / compare.RUN_RECORD).write_text(json.dumps({"policy": policy, "seed": seed, "ok": True, "wall_s": wall}))
+    (rdir / runs.RUN_RECORD).write_text(json.dumps({"policy": policy, "seed": seed, "ok": True, "wall_s": wall}))
 
 
 def _moving_probs(t):
@@ -54,9 +56,9 @@ def synthetic(tmp_path):
         _write_run(tmp_path, "same", s, scale=3000, noise=0.004, probs=_moving_probs)
     # a policy whose runs failed: a record and nothing else
     for s in range(3):
-        d = compare.run_dir(tmp_path, "broken", s)
+        d = runs.run_dir(tmp_path, "broken", s)
         d.mkdir(parents=True)
-        (d / compare.RUN_RECORD).write_text(json.dumps({"ok": False, "returncode": 1}))
+        (d / runs.RUN_RECORD).write_text(json.dumps({"ok": False, "returncode": 1}))
     return tmp_path
 
 
@@ -77,23 +79,23 @@ def test_parse_args_splits_harness_keys_from_overrides(tmp_path):
 
 def test_samples_to_reach_interpolates_between_validations():
     xs, ys = np.array([1000.0, 2000.0, 3000.0]), np.array([0.5, 0.9, 0.95])
-    assert compare.samples_to_reach(xs, ys, 0.7) == pytest.approx(1500)
-    assert compare.samples_to_reach(xs, ys, 0.95) == pytest.approx(3000)
-    assert compare.samples_to_reach(xs, ys, 0.4) == 1000  # already there at the first validation
-    assert compare.samples_to_reach(xs, ys, 0.96) is None
+    assert stats.samples_to_reach(xs, ys, 0.7) == pytest.approx(1500)
+    assert stats.samples_to_reach(xs, ys, 0.95) == pytest.approx(3000)
+    assert stats.samples_to_reach(xs, ys, 0.4) == 1000  # already there at the first validation
+    assert stats.samples_to_reach(xs, ys, 0.96) is None
 
 
 def test_mean_curve_covers_only_the_common_range():
-    a = compare.Run("p", 0, True, np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.2, 0.3]), 1.0, 0, None, [])
-    b = compare.Run("p", 1, True, np.array([1.0, 2.0]), np.array([0.3, 0.4]), 1.0, 0, None, [])
-    grid, mean, lo, hi = compare.mean_curve([a, b])
+    a = runs.Run("p", 0, True, np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.2, 0.3]), 1.0, 0, None, [])
+    b = runs.Run("p", 1, True, np.array([1.0, 2.0]), np.array([0.3, 0.4]), 1.0, 0, None, [])
+    grid, mean, lo, hi = stats.mean_curve([a, b])
     assert list(grid) == [1.0, 2.0]
     assert mean == pytest.approx([0.2, 0.3]) and lo == pytest.approx([0.1, 0.2]) and hi == pytest.approx([0.3, 0.4])
 
 
 def test_report_table_criterion_and_plots(synthetic):
     policies = ["uniform", "fast", "same", "broken"]
-    text = compare.report(synthetic, policies, 3, [90, 95, 97, 98, 99.9])
+    text = report.report(synthetic, policies, 3, [90, 95, 97, 98, 99.9])
     for name in ("results.md", "results.json", "accuracy.png", "error_loglog.png", "policy_distributions.png"):
         assert (synthetic / name).stat().st_size > 0, name
     res = json.loads((synthetic / "results.json").read_text())
@@ -117,19 +119,19 @@ def test_report_table_criterion_and_plots(synthetic):
 
 
 def test_policy_trajectory_and_param_choice(synthetic):
-    rows = compare.load_metrics(compare.run_dir(synthetic, "fast", 0) / "metrics.jsonl")
-    x, xlabel, params = compare.policy_trajectory(rows)
+    rows = runs.load_metrics(runs.run_dir(synthetic, "fast", 0) / "metrics.jsonl")
+    x, xlabel, params = report.policy_trajectory(rows)
     assert xlabel == "requests issued" and list(x) == [4.0 * (i + 1) for i in range(8)]  # duplicate dropped
     assert params["label"].shape == (8, 10)
     assert np.allclose(params["slant"].sum(1), 1.0)  # raw weights normalised
-    assert compare.pick_params(params, k=3) == ["label", "slant", "noise"]
-    assert compare.pick_params(params)[-1] == "width"  # never moved: last
+    assert report.pick_params(params, k=3) == ["label", "slant", "noise"]
+    assert report.pick_params(params)[-1] == "width"  # never moved: last
 
 
 def test_no_policy_probs_means_no_distribution_plot(tmp_path):
     _write_run(tmp_path, "uniform", 0, scale=3000)
     _write_run(tmp_path, "other", 0, scale=3000)
-    compare.report(tmp_path, ["uniform", "other"], 1, [90])
+    report.report(tmp_path, ["uniform", "other"], 1, [90])
     assert (tmp_path / "accuracy.png").exists() and not (tmp_path / "policy_distributions.png").exists()
 
 
@@ -168,10 +170,10 @@ def test_paired_difference_and_its_interval(tmp_path):
     offsets = {"better": [1.0, 1.1, 0.9, 1.05, 0.95], "noisy": [1.2, -0.8, 0.9, -0.7, 0.4]}
     for s in range(5):
         for arm, acc in [("uniform", 0.90 + s / 1000)] + [(k, 0.90 + s / 1000 + v[s] / 100) for k, v in offsets.items()]:
-            d = compare.run_dir(tmp_path, arm, s)
+            d = runs.run_dir(tmp_path, arm, s)
             d.mkdir(parents=True)
             (d / "metrics.jsonl").write_text(json.dumps({"train/samples": 1000, "val/acc": acc}) + "\n")
-    result = compare.analyse(tmp_path, ["uniform", "better", "noisy"], 5, [90.0], "uniform", ["better", "uniform"])
+    result = stats.analyse(tmp_path, ["uniform", "better", "noisy"], 5, [90.0], "uniform", ["better", "uniform"])
     rows = {r["policy"]: r for r in result["rows"]}
     b, n = rows["better"]["paired"], rows["noisy"]["paired"]
     assert b["n"] == 5 and b["mean"] == pytest.approx(1.0) and b["claim"] == "gain" and b["lo"] > 0.8
@@ -179,7 +181,7 @@ def test_paired_difference_and_its_interval(tmp_path):
     # the half-width is t(0.975, 4) · sd / √5
     assert (n["hi"] - n["lo"]) / 2 == pytest.approx(2.776 * np.std(offsets["noisy"], ddof=1) / 5 ** 0.5, rel=1e-3)
     assert rows["noisy"]["headroom_closed"] == pytest.approx(0.2)
-    text = compare.write_results(result, tmp_path)
+    text = report.write_results(result, tmp_path)
     assert "better − uniform: +1.00 [" in text and "closes 20% of the headroom" in text
 
 
@@ -221,7 +223,7 @@ def test_random_search_trains_the_best_probe_box_with_the_rest_of_the_budget(tmp
 
     ov = ["scene=mnist2d_wide", "budget.samples=20000", "trainer.reward_split=0.1",
           "search.boxes=3", "search.probe_samples=4000"]
-    rec = random_search.run(tmp_path / "seed0", 0, ov, launch, compare.load_metrics)
+    rec = random_search.run(tmp_path / "seed0", 0, ov, launch)
     assert len(launched) == 4 and rec["ok"] and rec["wall_s"] == 40.0
     probes, final = launched[:3], launched[3]
     assert all("budget.samples=4000" in o for _, o in probes)
@@ -232,7 +234,7 @@ def test_random_search_trains_the_best_probe_box_with_the_rest_of_the_budget(tmp
     record = json.loads((tmp_path / "seed0" / "search.json").read_text())
     assert record["chosen"] == 1 and [b["reward_acc"] for b in record["boxes"]] == [0.3, 0.8, 0.5]
     with pytest.raises(SystemExit, match="needs budget.samples"):
-        random_search.run(tmp_path / "s1", 0, [*ov[:1], "budget.samples=10000", *ov[2:]], launch, compare.load_metrics)
+        random_search.run(tmp_path / "s1", 0, [*ov[:1], "budget.samples=10000", *ov[2:]], launch)
 
 
 def test_headroom_share_only_for_arms_on_the_wide_scene_even_with_a_global_scene():
@@ -244,23 +246,43 @@ def test_headroom_share_only_for_arms_on_the_wide_scene_even_with_a_global_scene
 
 
 def test_policy_and_signal_costs_are_shares_of_the_wall_time(tmp_path):
-    d = compare.run_dir(tmp_path, "rho", 0)
+    d = runs.run_dir(tmp_path, "rho", 0)
     d.mkdir(parents=True)
     (d / "metrics.jsonl").write_text(json.dumps({"train/samples": 1000, "val/acc": 0.9, "train/elapsed_s": 100.0,
                                                  "policy/time_s": 2.0, "signal/time_s": 8.0}) + "\n")
-    row = compare.summarize("rho", [compare.read_run(tmp_path, "rho", 0)], [90.0])
+    row = stats.summarize("rho", [runs.read_run(tmp_path, "rho", 0)], [90.0])
     assert row["policy_overhead_pct"] == pytest.approx(2.0) and row["signal_cost_pct"] == pytest.approx(8.0)
 
 
 def test_wall_ratio_pairs_each_run_with_the_baseline_on_its_seed(tmp_path):
     for arm, walls in (("uniform", (100.0, 50.0)), ("rho", (80.0, 60.0))):
         for seed, wall in enumerate(walls):
-            d = compare.run_dir(tmp_path, arm, seed)
+            d = runs.run_dir(tmp_path, arm, seed)
             d.mkdir(parents=True)
             (d / "metrics.jsonl").write_text(json.dumps({"train/samples": 1000, "val/acc": 0.9,
                                                          "train/elapsed_s": wall}) + "\n")
-    result = compare.analyse(tmp_path, ["uniform", "rho"], 2, [90.0])
+    result = stats.analyse(tmp_path, ["uniform", "rho"], 2, [90.0])
     rows = {r["policy"]: r for r in result["rows"]}
     # (80/100 + 60/50) / 2 = 1.0, where unpaired means would say 70/75
     assert rows["rho"]["wall_ratio"] == pytest.approx(1.0) and rows["uniform"]["wall_ratio"] == pytest.approx(1.0)
-    assert "| 1.00 |" in compare.markdown_table(result)
+    assert "| 1.00 |" in report.markdown_table(result)
+
+
+def test_nothing_outside_the_study_imports_it():
+    """The harnesses sit on top of the runtime: the runtime must run without them."""
+    study = ROOT / "controller" / "study"
+    offenders = []
+    for part in ("configs", "blender_gen", "trainer", "controller"):
+        for path in (ROOT / part).rglob("*.py"):
+            if path.is_relative_to(study):
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:
+                    continue
+                if any(n == "otfgen.controller.study" or n.startswith("otfgen.controller.study.") for n in names):
+                    offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []

@@ -2,7 +2,11 @@
 controller, blender_gen and the configs; nothing outside this package imports them (``otfgen
 compare`` and the ``otfgen-compare`` entry point name ``compare`` only as a string).
 
-- ``compare``: the ``otfgen-compare`` command: several arms over the same seeds, paired;
+- ``compare``: the ``otfgen-compare`` command; parses ``policies=[...] seeds= baseline=
+  headroom= ...`` and runs every (arm, seed) as an ordinary ``otfgen`` run, resumably;
+- ``runs``: where one run lives on disk and what it recorded, read back;
+- ``stats``: paired differences with t intervals, headroom shares, samples to an accuracy;
+- ``report``: ``results.md``, ``results.json`` and the plots;
 - ``random_search``: the random-search baseline arm of a comparison;
 - ``gym_env``: the decision "what to generate next" as a ``gymnasium.Env`` (extra ``gym``).
 """

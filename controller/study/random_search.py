@@ -21,6 +21,8 @@ from typing import Callable
 
 import numpy as np
 
+from otfgen.controller.study.runs import last_value, load_metrics
+
 NAME = "random_search"
 OPTIONS = {"search.boxes": 4, "search.probe_samples": 5000}
 
@@ -76,15 +78,7 @@ def draw_boxes(params: dict[str, dict], label: str, k: int, seed: int) -> list[l
     return boxes
 
 
-def _reward_acc(rows: list[dict]) -> float | None:
-    for r in reversed(rows):
-        if "reward/acc" in r:
-            return float(r["reward/acc"])
-    return None
-
-
-def run(rdir: Path, seed: int, overrides: list[str], launch: Callable[[Path, list[str]], dict],
-        read_rows: Callable[[Path], list[dict]]) -> dict:
+def run(rdir: Path, seed: int, overrides: list[str], launch: Callable[[Path, list[str]], dict]) -> dict:
     """Probes, choice, final run; ``launch(run_dir, overrides)`` runs one otfgen run and returns its
     record (as compare.run_one does). Returns the final run's record with the search's facts."""
     from otfgen.controller.config import compose
@@ -107,7 +101,8 @@ def run(rdir: Path, seed: int, overrides: list[str], launch: Callable[[Path, lis
     for i, box in enumerate(boxes):
         pdir = rdir / "probes" / f"box{i}"
         rec = launch(pdir, [*overrides, *box, f"budget.samples={probe}", f"trainer.val_every={probe}"])
-        acc = _reward_acc(read_rows(pdir / "metrics.jsonl")) if rec["ok"] else None
+        acc = last_value(load_metrics(pdir / "metrics.jsonl"), "reward/acc") if rec["ok"] else None
+        acc = None if acc is None else float(acc)
         probes.append({"box": box, "reward_acc": acc, "ok": rec["ok"], "wall_s": rec.get("wall_s")})
         print(f"    probe {i + 1}/{k}: reward acc {'—' if acc is None else f'{100 * acc:.1f}%'}", flush=True)
     scored = [p for p in probes if p["reward_acc"] is not None]
