@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 from otfgen.blender_gen import families  # noqa: E402
+from otfgen.blender_gen.rng import request_seed  # noqa: E402
 from otfgen.controller import paramlog  # noqa: E402
-from otfgen.controller.server import request_seed  # noqa: E402
 
 PEAK = ("import resource, sys; from controller.export import main; code = main(sys.argv[1:]); "
         "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")

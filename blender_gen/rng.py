@@ -45,6 +45,12 @@ def stream_key(name: str) -> np.uint64:
     return mix64(np.uint64(zlib.crc32(name.encode()) + 1))
 
 
+def request_seed(run_seed: int, rid: int) -> int:
+    """A request's seed: a hash of (run seed, request id), so ids alone never repeat a sample."""
+    with np.errstate(over="ignore"):
+        return int(mix64(mix64(np.uint64(run_seed & (2**64 - 1))) + np.uint64(rid)))
+
+
 def derive_seeds(seed: int, n: int) -> np.ndarray:
     """``n`` per-sample seeds derived from one request seed: ``mix64(seed + (i+1)·φ)``."""
     base = np.uint64(seed & 0xFFFFFFFFFFFFFFFF)

@@ -1,9 +1,10 @@
 """A scene family's parameter space: typed parameters, sampling from a policy's action, checks.
 
-The space is data (``configs/scene/<family>.yaml``): each parameter is a float range, an int
-range or a choice, with a default and a one-line doc. A policy's *action* is, per parameter, a
-list of non-negative weights over equal-width bins of its range (or over its choices); a
-parameter the action leaves out is drawn uniformly. An action may also make a parameter's
+The space is data: each parameter is a float range, an int range or a choice, with a default
+and a one-line doc. A family module declares the widest space it renders (``SPACE``); a scene
+config narrows its ranges (``blender_gen.families.scene_space``). A policy's *action* is, per
+parameter, a list of non-negative weights over equal-width bins of its range (or over its
+choices); a parameter the action leaves out is drawn uniformly. An action may also make a parameter's
 bins depend on a discrete one: ``"thickness|label": [[w, ...] per label value]`` draws each
 sample's thickness bin from the row of its own label (joint regions such as "thin strokes for
 1s, thick for 0s" cannot be written per parameter). Drawing (this module) and rendering (the
@@ -244,6 +245,17 @@ class ParamSpace:
             if v.shape != (n,):
                 raise SpaceError(f"parameter '{p.name}': shape {v.shape}, expected ({n},)")
             p.check_values(v)
+
+
+def bin_index(p: Param, values: np.ndarray, k: int) -> np.ndarray:
+    """Which of the k action bins each value falls in: the inverse of ``ParamSpace.sample``'s
+    binning, for policies that credit a sample's outcome to the bin it was drawn from."""
+    v = np.asarray(values, dtype=np.float64)
+    if p.kind == "choice":
+        return np.clip(v.astype(np.int64), 0, k - 1)
+    span = (p.high - p.low + 1) if p.kind == "int" else (p.high - p.low)
+    t = (v - p.low) / span if span > 0 else np.zeros_like(v)
+    return np.clip((t * k).astype(np.int64), 0, k - 1)
 
 
 def _pick_bin(probs: np.ndarray, u: np.ndarray) -> np.ndarray:

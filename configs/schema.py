@@ -20,8 +20,9 @@ class ConfigError(ValueError):
     """A configuration that cannot run: says which key and what is allowed."""
 
 
-# the keys of one entry of scene.params (checked against the family's declaration in
-# controller.server.scene_space): kind (float | int | choice), low/high or choices, default, doc
+# the keys of one entry of scene.params: the family's declaration (its module's SPACE: kind, limits
+# as low/high or choices, default, doc) with what the scene YAML and overrides narrow laid over it;
+# blender_gen.families.scene_space refuses a kind or doc of the scene's own and a range past the limits
 PARAM_KEYS = ("kind", "low", "high", "choices", "default", "doc")
 
 

@@ -76,6 +76,8 @@ def register() -> None:
             cs.store(group="policy", name=name, node=_structured(node))
     from otfgen.blender_gen import families
 
+    for name in families.builtin():  # what configs/scene/*.yaml narrow: defaults /schema/scene/<family>
+        cs.store(group="schema/scene", name=name, node=families.scene_schema(name))
     for name, scene in families.external_scenes().items():  # installed families: scene=NAME
         cs.store(group="scene", name=name, node=scene)
 
@@ -262,7 +264,7 @@ def check_select(share: float, signal: str, policy: str) -> None:
 def check(cfg: RunConfig) -> None:
     """Start-up checks of what would otherwise fail late inside a child process."""
     from otfgen.blender_gen import security
-    from otfgen.controller.server import scene_space
+    from otfgen.blender_gen.families import scene_space
     from otfgen.trainer.data import BUILTIN
 
     scene_space(cfg)

@@ -117,9 +117,9 @@ def grid_png(images: np.ndarray, labels: np.ndarray, class_names, cols: int, tit
 
 def preview(argv: list[str]) -> Path:
     from otfgen.blender_gen import families
+    from otfgen.blender_gen.families import scene_space
     from otfgen.blender_gen.worker import Renderer, _configure
     from otfgen.controller import config as config_mod
-    from otfgen.controller.server import scene_space
 
     own, overrides = parse(argv)
     try:

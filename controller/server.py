@@ -24,53 +24,14 @@ import numpy as np
 import zmq
 
 from otfgen.blender_gen import families, protocol, rng, security
-from otfgen.blender_gen.space import ParamSpace
 from otfgen.controller import config as config_mod
 from otfgen.controller import policies
 from otfgen.configs import cli
-from otfgen.configs.schema import PARAM_KEYS, ConfigError, RunConfig
+from otfgen.configs.schema import ConfigError, RunConfig
 from otfgen.controller.ledger import Ledger, Request, WorkerState
 from otfgen.controller.paramlog import ParamLog
 
 log = logging.getLogger("otfgen.controller")
-
-
-def scene_space(cfg: RunConfig) -> ParamSpace:
-    """The run's parameter space: the scene config (YAML plus overrides), checked against the family."""
-    fam = families.load(cfg.scene.name)  # raises UnknownFamily with the list of families
-    for k, v in cfg.scene.params.items():
-        extra = set(v) - set(PARAM_KEYS)
-        if extra:
-            raise ConfigError(f"scene.params.{k}: unknown keys {sorted(extra)}; allowed: {list(PARAM_KEYS)}")
-    space = ParamSpace.from_mapping({k: {kk: vv for kk, vv in v.items() if vv is not None}
-                                     for k, v in cfg.scene.params.items()})
-    declared = families.declared_space(cfg.scene.name, fam)
-    unknown = set(space.params) - set(declared.params)
-    missing = set(declared.params) - set(space.params)
-    if unknown or missing:
-        raise ConfigError(f"scene.params for '{cfg.scene.name}': unknown {sorted(unknown)}, "
-                                     f"missing {sorted(missing)}; declared: {sorted(declared.params)}")
-    for p in space:
-        d = declared[p.name]
-        if p.kind != d.kind:
-            raise ConfigError(f"scene.params.{p.name}.kind: '{p.kind}', the family declares '{d.kind}'")
-        if p.kind == "choice":
-            extra = set(p.choices) - set(d.choices)
-            if extra:
-                raise ConfigError(f"scene.params.{p.name}.choices: {sorted(extra)} not among {list(d.choices)}")
-        elif p.low < d.low or p.high > d.high:
-            # overrides may narrow a range, not widen it past what the family was built for
-            raise ConfigError(f"scene.params.{p.name}: [{p.low}, {p.high}] outside the family's "
-                                         f"declared range [{d.low}, {d.high}]")
-    if fam.LABEL_PARAM not in space.params:
-        raise ConfigError(f"scene '{cfg.scene.name}' has no label parameter '{fam.LABEL_PARAM}'")
-    return space
-
-
-def request_seed(run_seed: int, rid: int) -> int:
-    """The request's seed: a hash of (run seed, id), so ids alone never repeat a sample."""
-    with np.errstate(over="ignore"):
-        return int(rng.mix64(rng.mix64(np.uint64(run_seed & (2**64 - 1))) + np.uint64(rid)))
 
 
 class Controller:
@@ -78,7 +39,7 @@ class Controller:
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path):
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.space = scene_space(cfg)
+        self.space = families.scene_space(cfg)
         self.family = families.load(cfg.scene.name)
         options = {"num_classes": self.family.NUM_CLASSES, "label_param": self.family.LABEL_PARAM,
                    "budget_requests": -(-cfg.budget.samples // cfg.controller.request_size),
@@ -254,7 +215,7 @@ class Controller:
 
     def _make_request(self, rid: int, rank: int, n: int) -> Request:
         action = self.policy.act()
-        seed = request_seed(self.cfg.seed, rid)
+        seed = rng.request_seed(self.cfg.seed, rid)
         params, seeds = self.space.sample(action, seed, n)
         return Request(rid, seed, action, params, seeds, step=rid, rank=rank)
 

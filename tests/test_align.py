@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from otfgen.blender_gen import families
+from otfgen.blender_gen.space import bin_index
 from otfgen.controller import policies
-from otfgen.controller.policies import bin_index
 from otfgen.trainer.models import SmallCNN, to_input
 from otfgen.trainer.signals import RealSignal
 
@@ -117,7 +117,7 @@ def test_additive_model_measures_each_parameter_with_the_others_explained_away()
     """A strong effect of one parameter (inversion) inflates the spread every other parameter's
     cell averages are judged against; the additive fit measures the weak thickness effect against
     the residual spread instead, so it steers thickness where the averages barely do."""
-    space = families.declared_space("mnist2d", families.load("mnist2d"))
+    space = families.declared_space(families.load("mnist2d"))
 
     def run(model):
         policy = policies.make("align", space, 8, {**CTX, "model": model})

@@ -5,7 +5,8 @@ import pytest
 
 from otfgen.controller.config import ConfigError, compose, with_run_dir
 from otfgen.controller.ledger import Request, WorkerState
-from otfgen.controller.server import Controller, scene_space
+from otfgen.blender_gen.families import scene_space
+from otfgen.controller.server import Controller
 
 
 class Msg(dict):
@@ -54,8 +55,11 @@ def test_delivered_losses_reach_the_policy_once(tmp_path):
 
 
 def test_overrides_may_narrow_but_not_widen_a_range(tmp_path):
-    cfg = compose(["scene.params.slant.low=0.0"])
-    scene_space(cfg)
+    space = scene_space(compose(["scene.params.slant.low=0.0"]))
+    assert (space["slant"].low, space["slant"].high) == (0.0, 0.6)  # the scene's high, the override's low
+    # a parameter the scene YAML leaves at the family's limits takes overrides the same way
+    space = scene_space(compose(["scene.params.label.high=4", "scene.params.variant.high=0.5"]))
+    assert (space["label"].low, space["label"].high, space["variant"].high) == (0, 4, 0.5)
     with pytest.raises(ConfigError, match="slant"):
         scene_space(compose(["scene.params.slant.low=-9"]))
 

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from otfgen.blender_gen import families
+from otfgen.blender_gen.rng import request_seed
 from conftest import otfgen_cmd
 from otfgen.controller import paramlog, replay
-from otfgen.controller.server import request_seed
 
 
 def make_run(run_dir, sizes, family="mnist2d", order=None, action=None):

@@ -50,10 +50,15 @@ def test_preview_renders_a_family_from_another_package(tmp_path, plugin_env):
 
 
 def test_help_and_config_know_the_installed_family_and_policy(plugin_env):
-    p = subprocess.run(otfgen_cmd("scene=stripes2d", "policy=prefer", "--help"), env=plugin_env,
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(otfgen_cmd("scene=stripes2d", "policy=prefer", "scene.params.period.high=6", "--help"),
+                       env=plugin_env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    assert "stripes2d" in p.stdout and "policy.options.weight" in p.stdout and "period" in p.stdout
+    assert "stripes2d" in p.stdout and "policy.options.weight" in p.stdout
+    assert "period  float [3.0, 6], default 6.0: stripe period in pixels" in p.stdout  # SPACE, narrowed
+    # its SPACE bounds a range as a built-in family's does: past it, one line at start-up
+    wide = subprocess.run(otfgen_cmd("scene=stripes2d", "scene.params.period.high=20"), env=plugin_env,
+                          capture_output=True, text=True, timeout=60)
+    assert wide.returncode == 2 and "declared range [3.0, 9.0]" in wide.stderr, wide.stderr
     # a mistyped option of the installed policy fails at start-up like a built-in one's
     bad = subprocess.run(otfgen_cmd("scene=stripes2d", "policy=prefer", "policy.options.wieght=2"),
                          env=plugin_env, capture_output=True, text=True, timeout=60)

@@ -99,7 +99,7 @@ def test_no_global_rng_use(fam):
 @pytest.mark.parametrize("name", ["mnist2d", "fashion2d"])
 def test_distractors_off_leave_the_bytes_and_on_do_what_they_say(name):
     mod = families.load(name)
-    space = families.declared_space(name, mod)
+    space = families.declared_space(mod)
     params, seeds = space.sample({"occlude": [1.0] + [0.0] * 7, "invert": [1.0, 0.0]}, 3, 64)
     params["occlude"][:] = 0.0
     plain, _ = mod.render(params, seeds)
@@ -121,3 +121,35 @@ def test_wide_scene_configs_stay_within_what_the_family_declares():
         wide = {k: v for k, v in cfg.scene.params.items()}
         assert wide["rotation" if "mnist" in scene else "tilt"]["high"] == 180.0
         assert wide["invert"]["choices"] == ["plain", "inverted"] and wide["occlude"]["high"] > 0
+
+
+def test_every_builtin_family_declares_limits_for_every_parameter():
+    from otfgen.blender_gen.space import KINDS
+
+    for name in families.builtin():
+        mod = families.load(name)
+        assert mod.SPACE, name
+        for pname, entry in mod.SPACE.items():
+            where = f"{name}.SPACE[{pname!r}]"
+            assert entry["kind"] in KINDS and entry.get("doc") and "default" in entry, where
+            limits = ("choices",) if entry["kind"] == "choice" else ("low", "high")
+            assert set(entry) == {"kind", "default", "doc", *limits}, where
+        families.declared_space(mod)  # a valid space: defaults inside the limits
+
+
+def test_scene_configs_narrow_ranges_and_repeat_no_fact_of_the_family():
+    """A scene YAML holds ranges (and, at most, a default) per parameter it narrows; kind, limits
+    and doc are its family's. Hydra's merge and ``scene_config``'s give the same parameters."""
+    from otfgen.controller.config import compose
+
+    docs = {p["doc"] for n in families.builtin() for p in families.load(n).SPACE.values()}
+    for path in sorted((CONFIG_DIR / "scene").glob("*.yaml")):
+        text = path.read_text()
+        cfg = yaml.safe_load(text)
+        assert cfg["defaults"] == [f"/schema/scene/{cfg['name']}@_here_", "_self_"], path.name
+        for pname, entry in (cfg.get("params") or {}).items():
+            assert set(entry) <= {"low", "high", "choices", "default"}, (path.name, pname)
+        assert not [d for d in docs if d in text], path.name
+        composed = compose([f"scene={path.stem}"])
+        assert composed.scene.params == families.scene_config(path.stem)["params"], path.name
+        assert list(composed.scene.params) == list(families.load(cfg["name"]).SPACE), path.name

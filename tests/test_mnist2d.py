@@ -12,7 +12,7 @@ from otfgen.blender_gen.space import SpaceError
 
 fam = load("mnist2d")
 space = default_space("mnist2d")
-declared = declared_space("mnist2d", fam)  # what the renderer takes: the tuned space's ranges and beyond
+declared = declared_space(fam)  # what the renderer takes: the tuned space's ranges and beyond
 
 
 def sample(n: int, seed: int = 0):

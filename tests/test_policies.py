@@ -4,9 +4,9 @@ floor, and compute state and reward correctly on crafted feedback."""
 import numpy as np
 import pytest
 
-from otfgen.blender_gen.space import ParamSpace
+from otfgen.blender_gen.space import ParamSpace, bin_index
 from otfgen.controller import policies
-from otfgen.controller.policies import RegionStats, bin_index, n_bins
+from otfgen.controller.policies import RegionStats, n_bins
 
 SPACE = ParamSpace.from_mapping({
     "label": {"kind": "int", "low": 0, "high": 9},

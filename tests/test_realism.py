@@ -5,8 +5,8 @@ import numpy as np
 import torch
 
 from otfgen.blender_gen import families
+from otfgen.blender_gen.space import bin_index
 from otfgen.controller import policies
-from otfgen.controller.policies import bin_index
 from otfgen.trainer.models import SmallCNN, to_input
 from otfgen.trainer.signals import RealSignal
 

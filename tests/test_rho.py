@@ -2,19 +2,14 @@
 exploration by whole prior requests. It must cut regions a factorised policy cannot express, keep
 a weak effect beside an overwhelming one, and stay uniform without evidence."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import yaml
 
 from otfgen.blender_gen import families
+from otfgen.blender_gen.space import bin_index
 from otfgen.controller import policies
-from otfgen.blender_gen.space import ParamSpace
-from otfgen.controller.policies import bin_index
 
 SPACE = families.default_space("mnist2d")
-SCENES = Path(__file__).resolve().parents[1] / "configs" / "scene"
 CTX = {"num_classes": 10, "budget_requests": 200, "label_param": "label"}
 
 
@@ -66,7 +61,7 @@ def test_ranks_keep_a_weak_effect_beside_an_overwhelming_one():
         b = bin_index(SPACE["thickness"], params["thickness"], 16)
         return np.where(params["invert"] == 0, 0.0, -50.0) + np.where(b >= 8, 0.5, 0.0)
 
-    wide = ParamSpace.from_mapping(yaml.safe_load(SCENES.joinpath("mnist2d_wide.yaml").read_text())["params"])
+    wide = families.default_space("mnist2d_wide")
     policy = drive(policies.make("rho", wide, 16, CTX), signal, space=wide)
     assert share(policy, "invert", lambda b: b == 1, space=wide) < 0.1  # prior requests alone leave 0.05
     assert share(policy, "thickness", lambda b: b >= 8, space=wide) > 0.7  # uniform: 0.5

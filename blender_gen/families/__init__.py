@@ -1,15 +1,21 @@
 """Scene families: one module each, looked up by name.
 
 A family module defines ``NAME``, ``IMAGE_SHAPE`` ((H, W) or (H, W, C)), ``NUM_CLASSES``,
-``LABEL_PARAM`` (the parameter that is the class label) and
+``LABEL_PARAM`` (the parameter that is the class label), ``SPACE`` and
 ``render(params: dict[str, ndarray], seeds: uint64 ndarray) -> (uint8 images, int64 labels)``.
 ``render`` is pure: it never draws its own parameters, and sample i's bytes depend only on
-(params[...][i], seeds[i]). Its parameter space is ``configs/scene/<NAME>.yaml``.
+(params[...][i], seeds[i]).
+
+``SPACE`` is the family's parameter space, declared once: per parameter its kind (float, int or
+choice), its limits (the widest range ``render`` takes, or every choice), its default and a
+one-line doc. A scene config (``configs/scene/<scene>.yaml``: its family's ``name``, render
+options, ``val_data``, ``input_blur``) narrows ranges and choices and may move a default, never
+more: ``scene_space`` checks it against ``SPACE``.
 
 Families outside this package are found through the ``otfgen.families`` entry point group (name:
-the family's NAME, value: its module); such a module also declares its scene config as ``SCENE``,
-a mapping with the keys of a scene YAML (``name``, ``params``, optionally ``render``, ``val_data``,
-``input_blur``). A built-in family's name always wins over an entry point's. docs/extending.md.
+the family's NAME, value: its module); such a module may also declare its scene config as
+``SCENE``, a mapping with the keys of a scene YAML. A built-in family's name always wins over an
+entry point's. docs/extending.md.
 """
 
 from __future__ import annotations
@@ -24,10 +30,11 @@ from types import ModuleType
 import yaml
 
 from otfgen.blender_gen.space import ParamSpace
+from otfgen.configs.schema import PARAM_KEYS, ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 ENTRY_POINTS = "otfgen.families"
-REQUIRED = ("NAME", "IMAGE_SHAPE", "NUM_CLASSES", "LABEL_PARAM", "render")
+REQUIRED = ("NAME", "IMAGE_SHAPE", "NUM_CLASSES", "LABEL_PARAM", "SPACE", "render")
 
 
 class UnknownFamily(LookupError):
@@ -75,19 +82,60 @@ def distract(images, params, seeds):
     return images
 
 
-def declared_space(name: str, module) -> ParamSpace:
-    """What the family can render: its scene YAML's parameters, with the wider limits (and extra
-    choices) its module declares in ``LIMITS`` — the tuned YAML is a prior inside them, and a
-    scene config such as ``<name>_wide.yaml`` may range up to them."""
-    params = scene_config(name)["params"]
-    for pname, limit in getattr(module, "LIMITS", {}).items():
-        entry = dict(params[pname])
-        if entry["kind"] == "choice":
-            entry["choices"] = list(limit)
-        else:
-            entry["low"], entry["high"] = limit
-        params[pname] = entry
-    return ParamSpace.from_mapping(params)
+def declared_space(module) -> ParamSpace:
+    """What the family can render: its ``SPACE``, the limits every scene config stays within."""
+    return ParamSpace.from_mapping(module.SPACE)
+
+
+def narrow(space: dict, params: dict | None) -> dict:
+    """A scene config's ``params`` (per parameter: low, high, choices or default) laid over a
+    family's ``SPACE``, key by key as Hydra merges a scene YAML over ``schema/scene/<family>``."""
+    out = {name: dict(entry) for name, entry in space.items()}
+    for name, entry in (params or {}).items():
+        out[name] = {**out.get(name, {}), **entry}
+    return out
+
+
+def scene_schema(name: str) -> dict:
+    """The base every scene config of the family is merged over (Hydra's ``schema/scene/<name>``):
+    its name and its declared space, so ``scene.params.NAME.*`` overrides every parameter."""
+    return {"name": name, "params": narrow(load(name).SPACE, None)}
+
+
+def scene_space(cfg) -> ParamSpace:
+    """The run's parameter space: the family's declared space as the scene config (YAML plus
+    overrides) narrows it; anything past the family's declaration is a ``ConfigError``."""
+    scene = cfg.scene
+    fam = load(scene.name)  # raises UnknownFamily with the list of families
+    for k, v in scene.params.items():
+        extra = set(v) - set(PARAM_KEYS)
+        if extra:
+            raise ConfigError(f"scene.params.{k}: unknown keys {sorted(extra)}; allowed: {list(PARAM_KEYS)}")
+    space = ParamSpace.from_mapping({k: {kk: vv for kk, vv in v.items() if vv is not None}
+                                     for k, v in scene.params.items()})
+    declared = declared_space(fam)
+    unknown = set(space.params) - set(declared.params)
+    missing = set(declared.params) - set(space.params)
+    if unknown or missing:
+        raise ConfigError(f"scene.params for '{scene.name}': unknown {sorted(unknown)}, "
+                          f"missing {sorted(missing)}; declared: {sorted(declared.params)}")
+    for p in space:
+        d = declared[p.name]
+        for key in ("kind", "doc"):  # the family's facts, not the scene's
+            if getattr(p, key) != getattr(d, key):
+                raise ConfigError(f"scene.params.{p.name}.{key}: {getattr(p, key)!r}, the family declares "
+                                  f"{getattr(d, key)!r}")
+        if p.kind == "choice":
+            extra = set(p.choices) - set(d.choices)
+            if extra:
+                raise ConfigError(f"scene.params.{p.name}.choices: {sorted(extra)} not among {list(d.choices)}")
+        elif p.low < d.low or p.high > d.high:
+            # overrides may narrow a range, not widen it past what the family was built for
+            raise ConfigError(f"scene.params.{p.name}: [{p.low}, {p.high}] outside the family's "
+                              f"declared range [{d.low}, {d.high}]")
+    if fam.LABEL_PARAM not in space.params:
+        raise ConfigError(f"scene '{scene.name}' has no label parameter '{fam.LABEL_PARAM}'")
+    return space
 
 
 def code_digest() -> str:
@@ -140,18 +188,19 @@ def load(name: str) -> ModuleType:
 
 
 def scene_config(name: str) -> dict:
-    """The family's scene config as a mapping: ``configs/scene/<name>.yaml`` for a built-in
-    family, the module's ``SCENE`` for one from an entry point."""
+    """A scene config as a mapping, its params the family's declared space narrowed by the scene:
+    ``configs/scene/<name>.yaml`` for a packaged scene, the module's ``SCENE`` (or none) for a
+    family from an entry point."""
     path = CONFIG_DIR / "scene" / f"{name}.yaml"
     if path.exists():
         with open(path) as f:
-            return yaml.safe_load(f)
-    module = load(name)
-    scene = getattr(module, "SCENE", None)
-    if not isinstance(scene, dict) or not isinstance(scene.get("params"), dict):
-        raise UnknownFamily(f"scene family '{name}' declares no SCENE (a mapping with 'params', as in a "
-                            "configs/scene/*.yaml file)")
-    return {"name": name, **scene}
+            scene = yaml.safe_load(f)
+        scene.pop("defaults", None)  # Hydra's: the family's schema/scene node, which SPACE gives here
+    else:
+        scene = {**(getattr(load(name), "SCENE", None) or {}), "name": name}
+    if not isinstance(scene.get("params", {}), dict):
+        raise UnknownFamily(f"scene '{name}': params must be a mapping of parameter name to low/high/choices/default")
+    return {**scene, "params": narrow(load(scene["name"]).SPACE, scene.get("params"))}
 
 
 def external_scenes() -> dict[str, dict]:
@@ -167,5 +216,5 @@ def external_scenes() -> dict[str, dict]:
 
 
 def default_space(name: str) -> ParamSpace:
-    """The parameter space of the family's packaged scene config (the tuned prior; no overrides)."""
+    """The parameter space of a packaged scene config (for a family, its tuned prior; no overrides)."""
     return ParamSpace.from_mapping(scene_config(name)["params"])

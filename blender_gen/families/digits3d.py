@@ -36,6 +36,56 @@ LABEL_PARAM = "label"
 PER_SAMPLE_PURE = False  # see "Determinism" above
 NEEDS_BLENDER = True
 
+# Each parameter: its kind, the widest range it may take (or every choice), default and doc. These
+# are the ranges the renderer is known to draw well; nothing wider has been checked. A scene config
+# may narrow them.
+SPACE = {
+    "label": {"kind": "int", "low": 0, "high": 9, "default": 0,
+              "doc": "the digit class"},
+    "variant": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.0,
+                "doc": "style variant of the class's stroke skeleton (as in mnist2d)"},
+    "jitter": {"kind": "float", "low": 0.0, "high": 0.06, "default": 0.02,
+               "doc": "std of control-point displacement, in digit heights"},
+    "aspect": {"kind": "float", "low": 0.6, "high": 1.4, "default": 1.0,
+               "doc": "width multiplier of the skeleton"},
+    "slant": {"kind": "float", "low": -0.3, "high": 0.5, "default": 0.15,
+              "doc": "shear: horizontal lean per unit height"},
+    "thickness": {"kind": "float", "low": 0.06, "high": 0.2, "default": 0.12,
+                  "doc": "tube diameter, in digit heights"},
+    "yaw": {"kind": "float", "low": -25.0, "high": 25.0, "default": 0.0,
+            "doc": "in-plane rotation in degrees, positive clockwise on screen"},
+    "pitch": {"kind": "float", "low": -45.0, "high": 45.0, "default": 0.0,
+              "doc": "tilt about the horizontal axis, degrees (foreshortens vertically)"},
+    "roll": {"kind": "float", "low": -45.0, "high": 45.0, "default": 0.0,
+             "doc": "tilt about the vertical axis, degrees (foreshortens horizontally)"},
+    "distance": {"kind": "float", "low": 0.9, "high": 1.5, "default": 1.0,
+                 "doc": "camera distance relative to the nominal one (digit height 0.72 cell at 1.0)"},
+    "brightness": {"kind": "float", "low": 0.3, "high": 1.0, "default": 0.9,
+                   "doc": "albedo value (HSV V) of the digit material"},
+    "hue": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.0,
+            "doc": "hue of the digit material"},
+    "saturation": {"kind": "float", "low": 0.0, "high": 0.8, "default": 0.0,
+                   "doc": "saturation of the digit material"},
+    "roughness": {"kind": "float", "low": 0.1, "high": 1.0, "default": 0.6,
+                  "doc": "material roughness (low = glossy highlights)"},
+    "bg_level": {"kind": "float", "low": 0.0, "high": 0.35, "default": 0.02,
+                 "doc": "albedo of the background's light parts"},
+    "bg_contrast": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.5,
+                    "doc": "how much darker the background's dark parts are (0 = flat)"},
+    "bg_scale": {"kind": "float", "low": 1.0, "high": 20.0, "default": 5.0,
+                 "doc": "scale of the background noise texture (higher = finer)"},
+    "light_elevation": {"kind": "float", "low": 25.0, "high": 90.0, "default": 70.0,
+                        "doc": "sun elevation above the ground in degrees (azimuth is drawn from the seed)"},
+    "light_strength": {"kind": "float", "low": 1.5, "high": 6.0, "default": 3.5,
+                       "doc": "sun irradiance (W/m²)"},
+    "light_warmth": {"kind": "float", "low": -1.0, "high": 1.0, "default": 0.0,
+                     "doc": "light colour: -1 cool blue, 0 white, +1 warm orange"},
+    "blur": {"kind": "float", "low": 0.0, "high": 1.2, "default": 0.3,
+             "doc": "Gaussian camera blur std, pixels"},
+    "noise": {"kind": "float", "low": 0.0, "high": 0.06, "default": 0.01,
+              "doc": "sensor noise std, full scale"},
+}
+
 log = logging.getLogger("otfgen.digits3d")
 
 # render options (the scene YAML's `render:` block, sent by the controller in the welcome)

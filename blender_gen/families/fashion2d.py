@@ -35,11 +35,52 @@ NAME = "fashion2d"
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 LABEL_PARAM = "label"
-# how far each range can go (the scene YAML's ranges are a tuned prior inside these): wider
-# texture, light and blur, tilt all the way round, and the distractors a new user would switch on
-LIMITS = {
-    "tilt": (-180.0, 180.0), "contrast": (0.0, 1.0), "brightness": (0.05, 1.0), "folds": (0.0, 1.0),
-    "noise": (0.0, 0.3), "blur": (-1.0, 1.6), "occlude": (0.0, 0.6), "invert": ("plain", "inverted"),
+# Each parameter: its kind, the widest range it may take (or every choice), default and doc. A
+# scene config narrows the ranges (configs/scene/fashion2d.yaml to a tuned prior); these reach
+# wider texture, light and blur, tilt all the way round, and the distractors a new user would
+# switch on. Shape parameters are in normalised units [0, 1] and mean the analogous thing in
+# every class.
+SPACE = {
+    "label": {"kind": "int", "low": 0, "high": 9, "default": 0,
+              "doc": "0 T-shirt/top, 1 trouser, 2 pullover, 3 dress, 4 "
+                     "coat, 5 sandal, 6 shirt, 7 sneaker, 8 bag, 9 ankle boot"},
+    "width": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.5,
+              "doc": "body width (tops, dress bodice, trouser waist), sneaker toe "
+                     "bluntness, sandal strap spread, boot shaft width, bag height"},
+    "length": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.5,
+               "doc": "sleeve length, trouser rise, sandal strap reach, sneaker / boot height, bag handle height"},
+    "sleeve": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.5,
+               "doc": "sleeve width, trouser leg width, strap or sole thickness, bag handle thickness"},
+    "neckline": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.5,
+                 "doc": "neck opening / collar / lapel size, waistband "
+                        "height, shoe opening or collar, bag handle span"},
+    "heel": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.3,
+             "doc": "hem flare (tops, dress, trouser legs), heel height (sandal, boot), bag taper"},
+    "tilt": {"kind": "float", "low": -180.0, "high": 180.0, "default": 0.0,
+             "doc": "rotation in degrees about the frame centre"},
+    "fill": {"kind": "choice", "choices": ["flat", "gradient", "stripes", "checks", "spots", "print", "knit"],
+             "default": "flat", "doc": "procedural texture of the material"},
+    "pattern_scale": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.5,
+                      "doc": "texture period: 0 = 2 px, 1 = 12 px"},
+    "contrast": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.3,
+                 "doc": "texture depth: fraction of brightness the darkest texture removes"},
+    "brightness": {"kind": "float", "low": 0.05, "high": 1.0, "default": 0.75,
+                   "doc": "level of the material (1 = 255) before the image is stretched to peak at 255: low = "
+                          "a dim body inside a bright rim, as light products on the photos' white ground come out"},
+    "rim": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.8,
+            "doc": "level of the one-pixel band inside the outline (1 = 255), beside "
+                   "brightness for the body; the image is then stretched to peak at 255"},
+    "folds": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.1,
+              "doc": "depth of the soft darker fold bands"},
+    "noise": {"kind": "float", "low": 0.0, "high": 0.3, "default": 0.02,
+              "doc": "per-pixel grain std on the product, relative to its local level"},
+    "blur": {"kind": "float", "low": -1.0, "high": 1.6, "default": 0.3,
+             "doc": "3-tap blur strength (0 = sharp one-pixel edges, negative = sharpened, as Fashion-MNIST was)"},
+    "occlude": {"kind": "float", "low": 0.0, "high": 0.6, "default": 0.0,
+                "doc": "side of a background-coloured square hiding part "
+                       "of the image, as a fraction of the frame (0 = none)"},
+    "invert": {"kind": "choice", "choices": ["plain", "inverted"], "default": "plain",
+               "doc": "plain, or inverted (dark on light: real garments never are)"},
 }
 
 FILLS = ("flat", "gradient", "stripes", "checks", "spots", "print", "knit")

@@ -60,6 +60,94 @@ LABEL_PARAM = "label"
 PER_SAMPLE_PURE = False  # see "Determinism" above
 NEEDS_BLENDER = True
 
+# Each parameter: its kind, the widest range it may take (or every choice), default and doc. These
+# are the ranges the renderer is known to draw well; nothing wider has been checked. A scene config
+# may narrow them.
+#
+# Classes (label): every mesh is a 2D outline swept along a profile, normalised to fit a unit
+# sphere around its mid-height and standing on its base:
+#   0 cube         square outline, straight walls
+#   1 sphere       circle outline, half-circle profile
+#   2 cylinder     circle outline, straight walls, flat caps
+#   3 cone         circle outline narrowing to an apex
+#   4 torus        circle outline, circular profile around a ring (a doughnut lying flat)
+#   5 capsule      circle outline, straight walls with hemispherical ends
+#   6 pyramid      square base narrowing to an apex
+#   7 star_prism   five-pointed star outline, straight walls (a flat star)
+#   8 tube         circle outline, hollow: outer and inner wall joined by flat rims (a pipe / ring)
+#   9 cross_prism  plus-sign outline, straight walls (a flat cross)
+SPACE = {
+    "label": {"kind": "int", "low": 0, "high": 9, "default": 0,
+              "doc": "the object class (see the list above)"},
+    "size": {"kind": "float", "low": 0.6, "high": 1.0, "default": 0.85,
+             "doc": "object size: radius of its bounding sphere as a fraction of 0.42 cell widths"},
+    "aspect": {"kind": "float", "low": 0.6, "high": 1.6, "default": 1.0,
+               "doc": "height-to-width stretch (>1 taller and slimmer, <1 flatter)"},
+    "bevel": {"kind": "float", "low": 0.0, "high": 0.12, "default": 0.03,
+              "doc": "rounding of sharp edges (bevel width, in bounding-sphere radii; no effect on smooth classes)"},
+    "twist": {"kind": "float", "low": -120.0, "high": 120.0, "default": 0.0,
+              "doc": "twist about the vertical axis from base to top, degrees"},
+    "taper": {"kind": "float", "low": 0.0, "high": 0.7, "default": 0.0,
+              "doc": "how much the object narrows towards its top (0 = none, 0.7 = top at 30% width)"},
+    "azimuth": {"kind": "float", "low": 0.0, "high": 360.0, "default": 30.0,
+                "doc": "turn of the object about its vertical axis (the camera's azimuth), degrees"},
+    "elevation": {"kind": "float", "low": 5.0, "high": 90.0, "default": 25.0,
+                  "doc": "camera elevation above the floor, degrees (90 = straight down; below ~35 the sky shows)"},
+    "roll": {"kind": "float", "low": -25.0, "high": 25.0, "default": 0.0,
+             "doc": "camera roll about its viewing axis, degrees (turns object, floor and horizon)"},
+    "hue": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.02,
+            "doc": "hue of the object's main colour"},
+    "saturation": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.7,
+                   "doc": "saturation of the object's colours"},
+    "value": {"kind": "float", "low": 0.15, "high": 0.95, "default": 0.7,
+              "doc": "albedo (HSV value) of the object's main colour"},
+    "pattern_hue": {"kind": "float", "low": -0.5, "high": 0.5, "default": 0.1,
+                    "doc": "hue offset of the material's second (darker) colour"},
+    "pattern_contrast": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.5,
+                         "doc": "how much of the second colour the noise pattern mixes in (0 = plain)"},
+    "pattern_scale": {"kind": "float", "low": 1.0, "high": 12.0, "default": 4.0,
+                      "doc": "scale of the material's noise pattern (higher = finer)"},
+    "roughness": {"kind": "float", "low": 0.05, "high": 1.0, "default": 0.5,
+                  "doc": "material roughness (low = sharp glossy highlights)"},
+    "metallic": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.0,
+                 "doc": "material metalness (1 = coloured specular, no diffuse)"},
+    "bump": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.3,
+             "doc": "strength of the surface bump from the noise pattern"},
+    "floor_size": {"kind": "float", "low": 0.5, "high": 1.0, "default": 0.9,
+                   "doc": "radius of the floor disc the object stands on, as "
+                          "a fraction of the largest that stays in the cell"},
+    "ground_hue": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.1,
+                   "doc": "hue of the floor and of the distant ground"},
+    "ground_saturation": {"kind": "float", "low": 0.0, "high": 0.7, "default": 0.3,
+                          "doc": "saturation of the floor and ground"},
+    "ground_value": {"kind": "float", "low": 0.05, "high": 0.6, "default": 0.35,
+                     "doc": "albedo of the floor and ground's light parts"},
+    "ground_contrast": {"kind": "float", "low": 0.0, "high": 0.9, "default": 0.5,
+                        "doc": "how much darker the ground's dark noise parts are (0 = flat)"},
+    "ground_scale": {"kind": "float", "low": 1.0, "high": 15.0, "default": 4.0,
+                     "doc": "scale of the floor and ground noise texture (higher = finer)"},
+    "sky_hue": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.6,
+                "doc": "hue of the sky's zenith (the horizon is paler and slightly shifted)"},
+    "sky_saturation": {"kind": "float", "low": 0.0, "high": 0.9, "default": 0.5,
+                       "doc": "saturation of the sky"},
+    "sky_brightness": {"kind": "float", "low": 0.1, "high": 1.0, "default": 0.7,
+                       "doc": "radiance of the sky"},
+    "light_azimuth": {"kind": "float", "low": 0.0, "high": 360.0, "default": 210.0,
+                      "doc": "sun direction around the scene's vertical axis, degrees"},
+    "light_elevation": {"kind": "float", "low": 20.0, "high": 90.0, "default": 50.0,
+                        "doc": "sun elevation above the floor, degrees"},
+    "light_strength": {"kind": "float", "low": 1.5, "high": 5.0, "default": 3.0,
+                       "doc": "sun irradiance (W/m²)"},
+    "light_warmth": {"kind": "float", "low": -1.0, "high": 1.0, "default": 0.0,
+                     "doc": "sun colour: -1 cool blue, 0 white, +1 warm orange"},
+    "ambient": {"kind": "float", "low": 0.0, "high": 0.6, "default": 0.25,
+                "doc": "sky-coloured ambient light on object and floor (fill for the shadowed sides)"},
+    "blur": {"kind": "float", "low": 0.0, "high": 1.2, "default": 0.5,
+             "doc": "Gaussian camera blur std, pixels"},
+    "noise": {"kind": "float", "low": 0.0, "high": 0.05, "default": 0.01,
+              "doc": "sensor noise std per channel, full scale"},
+}
+
 log = logging.getLogger("otfgen.shapes3d")
 
 # render options (the scene YAML's `render:` block, sent by the controller in the welcome)

@@ -29,7 +29,7 @@ from typing import Any, List, Mapping, Optional
 
 import numpy as np
 
-from otfgen.blender_gen.space import Param, ParamSpace
+from otfgen.blender_gen.space import Param, ParamSpace, bin_index
 
 NAMES = ("uniform", "bandit", "ppo", "match", "align", "realism", "rho")  # built in; more come from entry points
 ENTRY_POINTS = "otfgen.policies"  # name -> a module with POLICY (and ARGS), as the built-in ones
@@ -51,16 +51,6 @@ def names() -> tuple[str, ...]:
 def n_bins(p: Param, bins: int) -> int:
     """Choices and small int ranges (≤ 32 values, e.g. a class label) get one bin per value."""
     return p.n_options if p.kind == "choice" or (p.kind == "int" and p.n_options <= max(bins, 32)) else bins
-
-
-def bin_index(p: Param, values: np.ndarray, k: int) -> np.ndarray:
-    """Which of the k action bins each value falls in (the inverse of ParamSpace.sample's binning)."""
-    v = np.asarray(values, dtype=np.float64)
-    if p.kind == "choice":
-        return np.clip(v.astype(np.int64), 0, k - 1)
-    span = (p.high - p.low + 1) if p.kind == "int" else (p.high - p.low)
-    t = (v - p.low) / span if span > 0 else np.zeros_like(v)
-    return np.clip((t * k).astype(np.int64), 0, k - 1)
 
 
 class ClassRegions:

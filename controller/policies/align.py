@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from otfgen.controller.policies import ClassRegions, Policy, PolicyArgs, args_from, bin_index, boltzmann, timed
+from otfgen.blender_gen.space import bin_index
+from otfgen.controller.policies import ClassRegions, Policy, PolicyArgs, args_from, boltzmann, timed
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from otfgen.controller.policies import ClassRegions, Policy, PolicyArgs, args_from, bin_index, timed, with_floor
+from otfgen.blender_gen.space import bin_index
+from otfgen.controller.policies import ClassRegions, Policy, PolicyArgs, args_from, timed, with_floor
 
 
 @dataclass(frozen=True)

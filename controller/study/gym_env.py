@@ -31,8 +31,8 @@ except ImportError as e:  # pragma: no cover - the message is the point
 import torch
 
 from otfgen.blender_gen import families
+from otfgen.blender_gen.rng import request_seed
 from otfgen.controller.policies import n_bins, with_floor
-from otfgen.controller.server import request_seed
 from otfgen.trainer.data import BUILTIN, load_dataset
 from otfgen.trainer.evaluate import evaluate
 from otfgen.trainer.models import build, to_input

@@ -1,8 +1,9 @@
 """stripes2d: horizontal (0) or vertical (1) stripes — an example scene family from outside otfgen.
 
 The contract of every family (blender_gen/families/__init__.py): NAME, IMAGE_SHAPE, NUM_CLASSES,
-LABEL_PARAM and a pure render(params, seeds); a family from an entry point also declares its
-scene config as SCENE (what configs/scene/<name>.yaml holds for a built-in family).
+LABEL_PARAM, SPACE (each parameter's kind, limits, default and doc) and a pure render(params,
+seeds); a family from an entry point may also declare its scene config as SCENE (what
+configs/scene/<name>.yaml holds for a built-in family: render options, val_data, narrowed ranges).
 """
 import numpy as np
 
@@ -13,13 +14,13 @@ NAME = "stripes2d"
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 2
 LABEL_PARAM = "label"
+SPACE = {
+    "label": {"kind": "int", "low": 0, "high": 1, "default": 0, "doc": "0 horizontal, 1 vertical"},
+    "period": {"kind": "float", "low": 3.0, "high": 9.0, "default": 6.0, "doc": "stripe period in pixels"},
+    "noise": {"kind": "float", "low": 0.0, "high": 0.15, "default": 0.05, "doc": "pixel noise std"},
+}
 SCENE = {
     "val_data": "stream",  # no real images of stripes: validate on held-out generated ones
-    "params": {
-        "label": {"kind": "int", "low": 0, "high": 1, "default": 0, "doc": "0 horizontal, 1 vertical"},
-        "period": {"kind": "float", "low": 3.0, "high": 9.0, "default": 6.0, "doc": "stripe period in pixels"},
-        "noise": {"kind": "float", "low": 0.0, "high": 0.15, "default": 0.05, "doc": "pixel noise std"},
-    },
 }
 
 
