@@ -59,7 +59,7 @@ def main() -> None:
     device = pick_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "otfgen.controller.launcher", f"hydra.run.dir={run_dir}",
+        cmd = [sys.executable, "-m", "otfgen.controller.main", f"hydra.run.dir={run_dir}",
                f"budget.samples={args.samples}", f"launcher.workers={args.workers}",
                f"trainer.batch_size={args.batch}", f"trainer.val_every={args.samples}",
                f"trainer.device={args.device}", f"trainer.threads={args.threads}"]

@@ -59,7 +59,7 @@ def run_chaos(kills: int, workers: int, samples: int, seed: int, run_dir: Path, 
               env: dict | None = None, timeout: float = 900) -> dict:
     rnd = random.Random(seed)
     env = dict(env or os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "otfgen.controller.launcher", f"hydra.run.dir={run_dir}", f"launcher.workers={workers}",
+    cmd = [sys.executable, "-m", "otfgen.controller.main", f"hydra.run.dir={run_dir}", f"launcher.workers={workers}",
            f"budget.samples={samples}", f"launcher.max_restarts={kills + 1}", "controller.dead_after_s=1.5",
            f"trainer.val_every={samples}", *overrides]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
@@ -97,7 +97,7 @@ def run_chaos(kills: int, workers: int, samples: int, seed: int, run_dir: Path, 
     issued_ids = set(issued)
     dup = len(delivered) - len(set(delivered))
     lost = len(issued_ids - set(delivered))
-    rep = subprocess.run([sys.executable, "-m", "otfgen.controller.launcher", "replay", str(run_dir)], env=env, cwd=ROOT,
+    rep = subprocess.run([sys.executable, "-m", "otfgen.controller.main", "replay", str(run_dir)], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=timeout)
     try:
         matched = json.loads(rep.stdout)["matched"]

@@ -57,7 +57,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         data = str(Path(args.data).resolve())
-        p = subprocess.run([sys.executable, "-m", "otfgen.controller.launcher", f"hydra.run.dir={run}", f"scene={args.scene}",
+        p = subprocess.run([sys.executable, "-m", "otfgen.controller.main", f"hydra.run.dir={run}", f"scene={args.scene}",
                             f"seed={args.seed}", f"budget.samples={args.samples}", f"trainer.val_every={args.samples}",
                             f"trainer.real_data={data}", f"trainer.val_data={data}", f"trainer.real_per_class={args.k}",
                             f"trainer.real_fraction={args.fraction}"], cwd=ROOT, capture_output=True, text=True)

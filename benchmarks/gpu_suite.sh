@@ -275,7 +275,7 @@ stage loop3d "$STAGE_LOOP3D_S"
 rd=$WORK/loop3d
 val=(); [ -n "$MNIST" ] && val=(trainer.val_data="$MNIST")
 [ -n "$MNIST" ] || note "loop3d: no real MNIST file (set GPU_SUITE_MNIST): validated on the built-in 8x8 digits"
-step loop3d "$L3_TIMEOUT" 30 "$PY" -m otfgen.controller.launcher hydra.run.dir="$rd" scene=digits3d \
+step loop3d "$L3_TIMEOUT" 30 "$PY" -m otfgen.controller.main hydra.run.dir="$rd" scene=digits3d \
   budget.samples="$L3_SAMPLES" launcher.workers="$L3_WORKERS" launcher.progress=false "${common[@]}" "${val[@]}"
 [ -f "$rd/metrics.jsonl" ] || skip loop3d-result "no metrics.jsonl from the loop"
 [ -f "$rd/metrics.jsonl" ] && step loop3d-result 20 2 "$PY" -c '

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def one(workers: int, samples: int, overrides: list[str], ranks: int = 1, launcher: str = "local") -> dict:
     with tempfile.TemporaryDirectory() as d:
         run = Path(d) / "run"
-        cmd = [sys.executable, "-m", "otfgen.controller.launcher", f"hydra.run.dir={run}", f"launcher={launcher}",
+        cmd = [sys.executable, "-m", "otfgen.controller.main", f"hydra.run.dir={run}", f"launcher={launcher}",
                f"launcher.workers={workers}", f"budget.samples={samples}", f"trainer.val_every={samples}",
                f"trainer.ranks={ranks}", "launcher.progress=false", *overrides]
         t0 = time.monotonic()

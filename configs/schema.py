@@ -123,6 +123,12 @@ class ControllerCfg:
     keys: Optional[str] = None  # CurveZMQ keys directory (`otfgen keys DIR`); required beyond loopback
 
 
+# the values of trainer.val_data / trainer.real_data (and scene.val_data) that are not paths
+BUILTIN = "sklearn-digits"  # scikit-learn's 1,797 real 8×8 digits, upscaled (otfgen.trainer.data)
+STREAM = "stream"  # validate on the first trainer.val_stream_samples generated samples, held out
+REWARD = "reward"  # trainer.real_data=reward: train on the reward split's images themselves
+
+
 @dataclass(frozen=True)
 class TrainerCfg:
     batch_size: int = 128
@@ -170,3 +176,59 @@ class RunConfig:
     budget: BudgetCfg = field(default_factory=BudgetCfg)
     controller: ControllerCfg = field(default_factory=ControllerCfg)
     trainer: TrainerCfg = field(default_factory=TrainerCfg)
+
+
+def _writable(node):
+    """OmegaConf marks nodes of frozen dataclasses read-only; Hydra must still merge into them."""
+    from omegaconf import DictConfig, OmegaConf
+
+    OmegaConf.set_readonly(node, False)
+    if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none():
+        for k in node.keys():
+            child = node._get_node(k)
+            if isinstance(child, DictConfig):
+                _writable(child)
+    return node
+
+
+def structured(cls):
+    """``cls`` as an OmegaConf node Hydra can merge overrides into."""
+    from omegaconf import OmegaConf
+
+    return _writable(OmegaConf.structured(cls))
+
+
+def from_dict(data: dict) -> RunConfig:
+    """Plain settings (a composed config, or a run's config.json) as a ``RunConfig``. ``policy.options``
+    stays a mapping here: only the controller knows each policy's ``Args`` (controller.config types
+    and checks them)."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    data = dict(data)
+    data.pop("hydra", None)
+    policy = data.pop("policy", None) or {}
+    out = OmegaConf.to_object(OmegaConf.merge(structured(RunConfig), data))
+    out = dataclasses.replace(out, policy=PolicyCfg(name=policy.get("name", "uniform"), bins=int(policy.get("bins", 8)),
+                                                    options=dict(policy.get("options") or {})))
+    if out.workers is not None:  # the shorthand `workers=N` is launcher.workers
+        out = dataclasses.replace(out, workers=None, launcher=dataclasses.replace(out.launcher, workers=out.workers))
+    return out
+
+
+def save(cfg: RunConfig, path) -> None:
+    """A run's resolved settings as JSON (<run>/config.json): what every process of the run reads."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    Path(path).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+
+
+def load(path) -> RunConfig:
+    """A run's config.json (``save``), already composed and checked by the process that wrote it."""
+    import json
+    from pathlib import Path
+
+    return from_dict(json.loads(Path(path).read_text()))

@@ -15,27 +15,13 @@ import sys
 import typing
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from otfgen.configs.schema import ConfigError, PolicyCfg, RunConfig
+from otfgen.configs import schema
+from otfgen.configs.schema import ConfigError, PolicyCfg, RunConfig, structured
 
 __all__ = ["ConfigError", "RunConfig", "register", "compose", "from_hydra", "from_argv", "check", "save", "load",
            "with_run_dir", "default_run_dir"]
-
-
-def _writable(node):
-    """OmegaConf marks nodes of frozen dataclasses read-only; Hydra must still merge into them."""
-    OmegaConf.set_readonly(node, False)
-    if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none():
-        for k in node.keys():
-            child = node._get_node(k)
-            if isinstance(child, DictConfig):
-                _writable(child)
-    return node
-
-
-def _structured(cls):
-    return _writable(OmegaConf.structured(cls))
 
 
 def policy_args() -> dict[str, type | None]:
@@ -65,15 +51,15 @@ def register() -> None:
     from otfgen.controller import policies
 
     cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=_structured(RunConfig))
+    cs.store(name="run_schema", node=structured(RunConfig))
     for name, args in policy_args().items():
         fields = [("name", str, name)]
         if args is not None:
             fields.append(("options", args, dataclasses.field(default_factory=args)))
         node = dataclasses.make_dataclass(f"{name.capitalize()}PolicyCfg", fields, bases=(PolicyCfg,), frozen=True)
-        cs.store(group="schema/policy", name=name, node=_structured(node))
+        cs.store(group="schema/policy", name=name, node=structured(node))
         if name not in policies.NAMES:  # an installed policy has no YAML in configs/policy: its schema is its config
-            cs.store(group="policy", name=name, node=_structured(node))
+            cs.store(group="policy", name=name, node=structured(node))
     from otfgen.blender_gen import families
 
     for name in families.builtin():  # what configs/scene/*.yaml narrow: defaults /schema/scene/<family>
@@ -123,29 +109,22 @@ def from_hydra(cfg) -> RunConfig:
     if bad:
         raise ConfigError(f"unknown key '{bad}' (check its spelling; `otfgen --help` lists the settings)")
     _check_policy_options(data.get("policy", {}))
-    merged = OmegaConf.merge(_structured(RunConfig), {k: v for k, v in data.items() if k != "policy"})
-    out = OmegaConf.to_object(merged)
-    policy = data.get("policy", {})
-    args = policy_args()[policy["name"]]
-    options = args(**(policy.get("options") or {})) if args is not None else {}
-    out = dataclasses.replace(out, policy=PolicyCfg(name=policy["name"], bins=int(policy.get("bins", 8)),
-                                                    options=options))
-    if out.workers is not None:  # the shorthand `workers=N` is launcher.workers
-        out = dataclasses.replace(out, workers=None, launcher=dataclasses.replace(out.launcher, workers=out.workers))
-    return out
+    out = schema.from_dict(data)
+    args = policy_args()[out.policy.name]
+    return dataclasses.replace(out, policy=dataclasses.replace(
+        out.policy, options=args(**out.policy.options) if args is not None else {}))
 
 
 def with_run_dir(cfg: RunConfig, run_dir: str | Path | None) -> RunConfig:
     return dataclasses.replace(cfg, run_dir=None if run_dir is None else str(run_dir))
 
 
-def save(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+save = schema.save
 
 
 def load(path: str | Path) -> RunConfig:
-    data = json.loads(Path(path).read_text())
-    return from_hydra(OmegaConf.create(data))
+    """A run's config.json with its policy's options typed and checked (what the controller needs)."""
+    return from_hydra(OmegaConf.create(json.loads(Path(path).read_text())))
 
 
 def compose(overrides: list[str]) -> RunConfig:
@@ -251,21 +230,10 @@ def check_device(name: str) -> None:
         raise ConfigError(f"trainer.device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
-def check_select(share: float, signal: str, policy: str) -> None:
-    """``trainer.select``: a share in (0, 1], below 1 only for a policy with a signal; also checked
-    by the trainer against the signal its controller names, for a trainer launched on its own."""
-    if not 0.0 < share <= 1.0:
-        raise ConfigError(f"trainer.select={share}: expected a share in (0, 1]")
-    if share < 1.0 and signal == "none":
-        raise ConfigError(f"trainer.select={share} picks samples by the policy's signal, and policy={policy} has "
-                          "none: use rho, realism, align or match")
-
-
 def check(cfg: RunConfig) -> None:
     """Start-up checks of what would otherwise fail late inside a child process."""
     from otfgen.blender_gen import security
     from otfgen.blender_gen.families import scene_space
-    from otfgen.trainer.data import BUILTIN
 
     scene_space(cfg)
     _check_launcher(cfg.launcher)
@@ -280,7 +248,7 @@ def check(cfg: RunConfig) -> None:
             raise ConfigError(str(e) if setting in str(e) else f"controller.keys: {e}") from None
     for key in ("val_data", "real_data"):
         path = getattr(cfg.trainer, key)
-        if path not in (None, BUILTIN, "stream", "reward") and not Path(path).expanduser().exists():
+        if path not in (None, schema.BUILTIN, schema.STREAM, schema.REWARD) and not Path(path).expanduser().exists():
             raise ConfigError(f"trainer.{key}: data path '{path}' does not exist")
     if cfg.trainer.tensorboard:
         import importlib.util
@@ -289,13 +257,15 @@ def check(cfg: RunConfig) -> None:
             raise ConfigError("trainer.tensorboard=true needs the tensorboard package (pip install 'otfgen[tensorboard]')")
     if not 0.0 <= cfg.trainer.reward_split < 1.0:
         raise ConfigError("trainer.reward_split must be in [0, 1)")
-    if cfg.trainer.real_data == "reward" and cfg.trainer.reward_split <= 0:
-        raise ConfigError("trainer.real_data=reward trains on the reward split: set trainer.reward_split")
+    if cfg.trainer.real_data == schema.REWARD and cfg.trainer.reward_split <= 0:
+        raise ConfigError(f"trainer.real_data={schema.REWARD} trains on the reward split: set trainer.reward_split")
     from otfgen.controller import policies
 
     if policies.signal_of(cfg.policy.name) != "none" and cfg.trainer.reward_split <= 0:
         raise ConfigError(f"policy={cfg.policy.name} learns from real data: set trainer.reward_split (e.g. 0.5) so "
                           "that results are reported on a part it never saw")
+    from otfgen.trainer.signals import check_select
+
     check_select(cfg.trainer.select, policies.signal_of(cfg.policy.name), cfg.policy.name)
     if not 0.0 <= cfg.trainer.real_fraction < 1.0:
         raise ConfigError("trainer.real_fraction must be in [0, 1)")

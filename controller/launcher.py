@@ -1,13 +1,6 @@
-"""``otfgen``: start the controller, N workers and the trainer on this machine, watch them, stop them.
-
-    otfgen [hydra overrides]          # the whole loop (default: mnist2d, uniform policy, 2 workers)
-    otfgen preview scene=NAME n=64 [sweep=PARAM]   # a labelled PNG grid of a scene, no trainer
-    otfgen export RUN_DIR --out DIR --format webdataset|npz   # the run's stream as shards on disk
-    otfgen launcher=ray …             # workers as Ray actors (controller.launch_ray)
-    otfgen launcher=slurm …           # workers as a SLURM job array via submitit (controller.launch_slurm)
-    otfgen replay RUN_DIR             # regenerate the run's stream from params.jsonl and check its bytes
-    otfgen keys DIR                   # CurveZMQ keys for endpoints beyond loopback (controller.keys=DIR)
-    otfgen compare policies=[...] …   # several policies over several seeds, paired (otfgen-compare)
+"""The local launcher: the controller, N workers and the trainer as processes on this machine,
+watched and stopped together (``launcher=local``; the Ray and SLURM launchers extend it in
+controller/remote.py).
 
 A dead worker is restarted with back-off (its open requests are re-issued by the controller);
 one that keeps dying is given up on. If the controller or the trainer fails, or on Ctrl-C, every
@@ -28,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from otfgen.configs import cli
+from otfgen.configs.schema import ConfigError, RunConfig
 from otfgen.controller import config as config_mod
-from otfgen.configs.schema import RunConfig
 
 log = logging.getLogger("otfgen.launcher")
 
@@ -57,7 +50,7 @@ class Child:
 
 
 class LocalCluster:
-    """Processes of one run on this machine; also used by ``Stream.local``."""
+    """Processes of one run on this machine; also what ``otfgen serve`` (``Stream.local``) starts."""
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -227,19 +220,6 @@ class LocalCluster:
         return code
 
 
-def make_cluster(cfg: RunConfig) -> LocalCluster:
-    """The launcher ``cfg.launcher.name`` names: local processes, Ray actors or SLURM jobs."""
-    if cfg.launcher.name == "ray":
-        from otfgen.controller.launch_ray import RayCluster
-
-        return RayCluster(cfg)
-    if cfg.launcher.name == "slurm":
-        from otfgen.controller.launch_slurm import SlurmCluster
-
-        return SlurmCluster(cfg)
-    return LocalCluster(cfg)
-
-
 def _describe(code: int) -> str:
     if code < 0:
         try:
@@ -258,72 +238,36 @@ def worker_argv(blender: str | None, args: list[str]) -> list[str]:
             "--", *args]
 
 
-def _hydra_main() -> int:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-
-    config_mod.register()
-    result = {"code": 1}
-
-    # Hydra's own errors are several lines and exit 1: compose once first, so that every start-up
-    # error is one line and exit code 2 (Hydra's flags, e.g. --help, and hydra.* keys are its own)
-    overrides = [a for a in sys.argv[1:] if not a.startswith("-") and not a.startswith("hydra.")]
-    if not any(a.startswith("-") for a in sys.argv[1:]):
-        try:
-            config_mod.compose(overrides)
-        except config_mod.ConfigError as e:
-            return _startup_error(e)
-
-    @hydra.main(version_base=None, config_path="pkg://otfgen.configs", config_name="config")
-    def app(dcfg) -> None:
-        try:
-            cfg = config_mod.with_run_dir(config_mod.from_hydra(dcfg), HydraConfig.get().runtime.output_dir)
-            config_mod.check(cfg)  # fail here, with the key's name, not inside a child process
-            cli.setup_logging(Path(cfg.run_dir) / "launcher.log")  # as every child: <run>/<name>.log
-        except (config_mod.ConfigError, ValueError, LookupError) as e:
-            result["code"] = _startup_error(e)
-            return
-        result["code"] = make_cluster(cfg).run()
-
-    app()
-    return result["code"]
-
-
-STARTUP_ERROR = 2  # every configuration error found before a process starts
-
-
-def _startup_error(e: Exception) -> int:
+def serve_main(argv: list[str]) -> int:
+    """``otfgen serve [overrides]``: a run's controller and workers, for a training loop of one's own
+    (what ``Stream.local`` starts). Prints one JSON line on stdout (the controller's endpoint, the
+    run directory, trainer.batch_size, budget.samples), then runs until its standard input closes:
+    the stream was closed, or the process that owns it died. Then it stops them."""
+    if "-h" in argv or "--help" in argv:
+        print("usage: otfgen serve [KEY=VALUE ...]\n\nStart a run's controller and workers for a training loop of "
+              "your own (what Stream.local starts), print one JSON line\n(controller, run_dir, batch_size, "
+              "samples), and run until standard input closes; then stop them.")
+        return 0
     cli.setup_logging()
-    log.error("configuration error: %s", e)
-    return STARTUP_ERROR
-
-
-SUBCOMMANDS = {  # otfgen SUBCOMMAND ARGS: module, function taking the remaining argv
-    "keys": ("otfgen.blender_gen.security", "keys_main"),
-    "replay": ("otfgen.controller.replay", "main"),
-    "compare": ("otfgen.controller.study.compare", "main"),  # also installed as otfgen-compare
-    "preview": ("otfgen.controller.preview", "main"),
-    "export": ("otfgen.controller.export", "main"),
-}
-
-
-def main() -> None:
-    argv = sys.argv[1:]
-    if argv and argv[0] in SUBCOMMANDS:
-        import importlib
-
-        module, fn = SUBCOMMANDS[argv[0]]
-        sys.exit(getattr(importlib.import_module(module), fn)(argv[1:]))
-    if "-h" in argv or "--help" in argv:  # otfgen's own help, not Hydra's
-        from otfgen.controller import usage
-
-        try:
-            print(usage.otfgen_help([a for a in argv if not a.startswith("-")]))
-        except config_mod.ConfigError as e:
-            sys.exit(_startup_error(e))
-        sys.exit(0)
-    sys.exit(_hydra_main())
-
-
-if __name__ == "__main__":
-    main()
+    try:
+        cfg = config_mod.compose(argv)
+    except ConfigError as e:
+        log.error("configuration error: %s", e)
+        return cli.CANNOT_RUN
+    cfg = config_mod.with_run_dir(cfg, cfg.run_dir or config_mod.default_run_dir("stream"))
+    cluster = LocalCluster(cfg)
+    try:
+        endpoint = cluster.start_controller_and_workers()
+        print(json.dumps({"controller": endpoint, "run_dir": str(cluster.run_dir),
+                          "batch_size": cfg.trainer.batch_size, "samples": cfg.budget.samples}), flush=True)
+        log.info("otfgen serve: controller %s, %d worker(s), run dir %s", endpoint, cfg.launcher.workers,
+                 cluster.run_dir)
+        sys.stdin.read()  # until the owner closes the pipe, or dies
+    except RuntimeError as e:
+        log.error("%s", e)
+        return 1
+    except KeyboardInterrupt:
+        return cli.INTERRUPTED
+    finally:
+        cluster.stop()
+    return 0

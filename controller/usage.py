@@ -20,6 +20,8 @@ subcommands (`otfgen SUBCOMMAND --help` for each):
   replay   RUN                                  regenerate a run's stream and check its bytes
   keys     DIR                                  CurveZMQ keys for endpoints beyond loopback
   compare  policies=[A,B] seeds=N [KEY=VALUE]   several arms over the same seeds, paired (otfgen-compare)
+  serve    [KEY=VALUE ...]                      the controller and workers only, for a loop of your own
+                                                (what Stream.local starts): prints the endpoint as JSON
 
 e.g.  otfgen budget.samples=20000
       otfgen scene=fashion2d policy=bandit workers=2

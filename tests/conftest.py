@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def otfgen_cmd(*args: str) -> list[str]:
     """The launcher as a subprocess, the way a user runs it (``otfgen …``)."""
-    return [sys.executable, "-m", "otfgen.controller.launcher", *args]
+    return [sys.executable, "-m", "otfgen.controller.main", *args]
 
 
 def proc_cmdlines() -> dict[int, str]:

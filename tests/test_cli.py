@@ -45,7 +45,7 @@ def test_otfgen_help_names_its_subcommands_and_settings(env):
     assert bad.returncode == 2 and "trainer.lrr" in bad.stderr
 
 
-@pytest.mark.parametrize("sub", ["preview", "export", "replay", "keys", "compare"])
+@pytest.mark.parametrize("sub", ["preview", "export", "replay", "keys", "compare", "serve"])
 def test_every_subcommand_answers_help(sub, env):
     p = subprocess.run([*script_cmd("otfgen"), sub, "--help"], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr[-2000:]

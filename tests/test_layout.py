@@ -48,7 +48,7 @@ def test_a_wheel_install_imports_as_otfgen_beside_a_users_own_trainer_and_config
     (user / "configs" / "__init__.py").write_text("raise ImportError('the user configs package was imported')\n")
     (user / "trainer.py").write_text("raise ImportError('the user trainer module was imported')\n")
     env = dict(os.environ, PYTHONPATH=str(user))
-    p = subprocess.run([py, "-c", "import otfgen; import otfgen.controller.launcher; "
+    p = subprocess.run([py, "-c", "import otfgen; import otfgen.controller.main; "
                         "print(otfgen.__file__); print(otfgen.Stream.__module__)"],
                        cwd=user, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -65,3 +65,45 @@ def test_a_wheel_install_imports_as_otfgen_beside_a_users_own_trainer_and_config
     p = subprocess.run([venv / "bin" / "otfgen", "--help"], cwd=user, env=env, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0 and "budget.samples" in p.stdout, p.stderr[-2000:]
+
+
+def imports_of(part: str) -> dict[str, set[str]]:
+    """Module file -> the otfgen parts it imports (every import statement, inside functions too)."""
+    out = {}
+    for path in (ROOT / part).rglob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                bits = name.split(".")
+                if bits[0] in PARTS:
+                    found.add("bare " + bits[0])  # the old top-level names: the user's, not ours
+                elif bits[0] == "otfgen" and len(bits) > 1:
+                    found.add(bits[1])
+        out[str(path.relative_to(ROOT))] = found
+    return out
+
+
+# configs <- blender_gen <- trainer <- controller: what each part may import besides itself
+ALLOWED = {"configs": set(), "blender_gen": {"configs"}, "trainer": {"configs", "blender_gen"},
+           "controller": {"configs", "blender_gen", "trainer"}}
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_dependencies_run_one_way(part):
+    wrong = {f: sorted(found - ALLOWED[part] - {part}) for f, found in imports_of(part).items()}
+    assert not {f: w for f, w in wrong.items() if w}
+
+
+def test_the_layout_check_sees_a_backward_import(tmp_path, monkeypatch):
+    import test_layout
+
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "x.py").write_text("def f():\n    from otfgen.controller import config\n    import blender_gen\n")
+    monkeypatch.setattr(test_layout, "ROOT", tmp_path)
+    assert imports_of("trainer") == {"trainer/x.py": {"controller", "bare blender_gen"}}

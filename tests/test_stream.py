@@ -98,9 +98,19 @@ SCRIPT = """
 import gc, json, os, sys, time
 from otfgen.trainer.stream import Stream
 
-def children():
-    return sorted(int(p) for p in os.listdir("/proc") if p.isdigit()
-                  and open(f"/proc/{p}/stat").read().split(") ")[1].split()[1] == str(os.getpid()))
+def children():  # every descendant: otfgen serve, and the controller and worker it starts
+    parent = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parent[int(p)] = int(open(f"/proc/{p}/stat").read().split(") ")[1].split()[1])
+        except OSError:
+            pass
+    mine, grew = {os.getpid()}, True
+    while grew:
+        more = {p for p, pp in parent.items() if pp in mine} - mine
+        grew = bool(more)
+        mine |= more
+    return sorted(mine - {os.getpid()})
 
 common = ["budget.samples=4096", "controller.request_size=256", "trainer.batch_size=128", "launcher.workers=1"]
 dropped = Stream.local([f"run_dir={sys.argv[1]}/a", *common])
@@ -127,7 +137,7 @@ def test_a_stream_never_closed_stops_its_processes(tmp_path, env):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
     out = json.loads(p.stdout.strip().splitlines()[-1])
-    assert len(out["first"]) == 2 and len(out["second"]) == 2, out  # a controller and a worker each
+    assert len(out["first"]) == 3 and len(out["second"]) == 3, out  # otfgen serve, a controller and a worker each
     assert out["left_after_drop"] == [], out
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and set(out["second"]) & set(proc_cmdlines()):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-BUILTIN = "sklearn-digits"
+from otfgen.configs.schema import BUILTIN
+
 # IDX (LeCun et al., http://yann.lecun.com/exdb/mnist/): magic = 0x0000 | dtype code | ndim
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from otfgen.trainer.data import BUILTIN, DataError, load_dataset
+from otfgen.configs.schema import BUILTIN
+from otfgen.trainer.data import DataError, load_dataset
 from otfgen.trainer.models import build, to_input
 from otfgen.trainer.step import pick_device
 

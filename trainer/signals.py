@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from torch import nn
 
+from otfgen.configs.schema import ConfigError
 from otfgen.trainer.models import to_input
 
 KINDS = ("feature_distance", "grad_alignment", "realism", "reducible_loss")
@@ -199,6 +200,17 @@ class RealSignal:
 
 # which way each signal points: +1 where a higher value means a more useful sample
 DIRECTION = {"feature_distance": -1.0, "grad_alignment": 1.0, "realism": 1.0, "reducible_loss": 1.0}
+
+
+def check_select(share: float, signal: str, policy: str) -> None:
+    """``trainer.select``: a share in (0, 1], below 1 only for a policy with a signal. Checked at
+    start-up against the policy's declared signal (controller.config.check), and by the trainer
+    against the signal its controller names, for a trainer started on its own."""
+    if not 0.0 < share <= 1.0:
+        raise ConfigError(f"trainer.select={share}: expected a share in (0, 1]")
+    if share < 1.0 and signal == "none":
+        raise ConfigError(f"trainer.select={share} picks samples by the policy's signal, and policy={policy} has "
+                          "none: use rho, realism, align or match")
 
 
 def select(sig: np.ndarray, share: float, kind: str) -> np.ndarray:

@@ -28,15 +28,19 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import os
 import queue
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -45,6 +49,8 @@ import zmq
 from torch.utils.data import IterableDataset, get_worker_info
 
 from otfgen.blender_gen import protocol, security
+from otfgen.configs import cli
+from otfgen.configs.schema import ConfigError
 from otfgen.trainer.models import to_input
 
 log = logging.getLogger("otfgen.stream")
@@ -225,7 +231,7 @@ class _Owned:
     def __init__(self, passes_dir: str | None = None):
         self.pid = os.getpid()
         self.rx: _Receiver | None = None
-        self.cluster = None
+        self.services: subprocess.Popen | None = None  # Stream.local's ``otfgen serve``
         self.passes_dir = passes_dir
 
     def release(self) -> None:
@@ -234,9 +240,9 @@ class _Owned:
             self.rx = None
         if os.getpid() != self.pid:
             return  # a forked DataLoader worker's copy: the processes and markers are its parent's
-        if self.cluster is not None:
-            self.cluster.stop()
-            self.cluster = None
+        if self.services is not None:
+            _stop(self.services)
+            self.services = None
         if self.passes_dir is not None:
             shutil.rmtree(self.passes_dir, ignore_errors=True)
             self.passes_dir = None
@@ -281,29 +287,30 @@ class Stream(IterableDataset):
 
     @classmethod
     def local(cls, overrides: list[str] | None = None, **kwargs) -> "Stream":
-        """Start a controller and workers on this machine (Hydra overrides as for ``otfgen``).
-        They stop with ``close()`` (or the ``with`` block), when the stream is garbage-collected,
-        or at interpreter exit, whichever comes first."""
-        from otfgen.controller.config import compose, default_run_dir, with_run_dir
-        from otfgen.controller.launcher import LocalCluster
-
-        cfg = compose(list(overrides or []))
-        cfg = with_run_dir(cfg, cfg.run_dir or default_run_dir("stream"))
-        cluster = LocalCluster(cfg)
+        """Start a controller and workers on this machine (Hydra overrides as for ``otfgen``), through
+        ``otfgen serve`` in a process of its own: the trainer never imports the controller. They stop
+        with ``close()`` (or the ``with`` block), when the stream is garbage-collected, at
+        interpreter exit, or when this process dies (the service sees its standard input close)."""
+        services = subprocess.Popen([sys.executable, "-m", "otfgen.controller.main", "serve", *(overrides or [])],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        last_error = _forward_lines(services.stderr)
+        line = services.stdout.readline()
+        if not line:
+            code = services.wait()
+            time.sleep(0.1)  # the forwarding thread's last lines
+            why = last_error[0] or f"exit code {code}"
+            raise (ConfigError if code == cli.CANNOT_RUN else StreamError)(
+                f"the controller and workers did not start: {why}")
+        ready = json.loads(line)
+        kwargs.setdefault("batch_size", ready["batch_size"])
+        kwargs.setdefault("samples", ready["samples"])
         try:
-            endpoint = cluster.start_controller_and_workers()
+            s = cls(ready["controller"], **kwargs)
         except BaseException:
-            cluster.stop()
+            _stop(services)
             raise
-        kwargs.setdefault("batch_size", cfg.trainer.batch_size)
-        kwargs.setdefault("samples", cfg.budget.samples)
-        try:
-            s = cls(endpoint, **kwargs)
-        except BaseException:
-            cluster.stop()
-            raise
-        s._owned.cluster = cluster
-        s.run_dir = cluster.run_dir
+        s._owned.services = services
+        s.run_dir = Path(ready["run_dir"])
         return s
 
     # -- pickling (DataLoader workers under spawn or forkserver) --------------------------------
@@ -510,6 +517,35 @@ class Stream(IterableDataset):
 
     def report_metrics(self, metrics: dict[str, Any]) -> None:
         self._send_back("metrics", {"metrics": metrics})
+
+
+def _forward_lines(pipe) -> list[str]:
+    """Copy a child's stderr to ours from a daemon thread. The returned list holds the message of
+    its last ERROR line: why it stopped, for the exception if it fails to start."""
+    last = [""]
+
+    def copy() -> None:
+        for text in pipe:
+            sys.stderr.write(text)
+            if " ERROR " in text:
+                last[0] = text.split(" ERROR ", 1)[1].strip()
+
+    threading.Thread(target=copy, name="otfgen-serve-log", daemon=True).start()
+    return last
+
+
+def _stop(services: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Close ``otfgen serve``'s standard input (it stops its controller and workers and exits); kill
+    it if it has not within ``timeout``."""
+    try:
+        services.stdin.close()
+    except OSError:
+        pass
+    try:
+        services.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        services.kill()
+        services.wait()
 
 
 def _numpy(a) -> np.ndarray:
