@@ -19,7 +19,7 @@ _PUBLIC = {
     "Stream": "otfgen.trainer.stream",
     "StreamError": "otfgen.trainer.stream",
     "Batch": "otfgen.trainer.stream",
-    "RealSignal": "otfgen.trainer.signals",
+    "RealSignal": "otfgen.trainer.judges",
     "ParamSpace": "otfgen.blender_gen.space",
     "Policy": "otfgen.controller.policies",
     "PolicyArgs": "otfgen.controller.policies",

@@ -112,7 +112,9 @@ def _check_delivered(f, a):
         raise ProtocolError("missing_array", "delivered: signal without losses")
 
 
-SIGNALS = ("none", "feature_distance", "grad_alignment", "realism", "reducible_loss")  # what a policy may ask the trainer to compute
+# the one list of what a policy may ask the trainer to compute per sample: a policy names one
+# (controller.policies), the trainer's judges compute each (trainer.judges)
+SIGNALS = ("none", "feature_distance", "grad_alignment", "realism", "reducible_loss")
 
 
 def _check_info(f, a):

@@ -264,7 +264,7 @@ def check(cfg: RunConfig) -> None:
     if policies.signal_of(cfg.policy.name) != "none" and cfg.trainer.reward_split <= 0:
         raise ConfigError(f"policy={cfg.policy.name} learns from real data: set trainer.reward_split (e.g. 0.5) so "
                           "that results are reported on a part it never saw")
-    from otfgen.trainer.signals import check_select
+    from otfgen.trainer.judges import check_select
 
     check_select(cfg.trainer.select, policies.signal_of(cfg.policy.name), cfg.policy.name)
     if not 0.0 <= cfg.trainer.real_fraction < 1.0:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from otfgen.blender_gen import families
+from otfgen.configs import cli
 from otfgen.blender_gen.space import ParamSpace
 from otfgen.controller import paramlog, replay
 
@@ -194,11 +195,11 @@ def main(argv: list[str]) -> int:
         problem = f"--out {out} exists and is not an empty directory"
     if problem:
         print(f"otfgen export: {problem}", file=sys.stderr)
-        return 2
+        return cli.CANNOT_RUN
     try:
         report = export(run_dir, out, args.format, args.shard_size)
     except (ValueError, families.UnknownFamily) as e:
         print(f"otfgen export: {e}", file=sys.stderr)
-        return 2
+        return cli.CANNOT_RUN
     print(json.dumps(report))
     return 0 if not report["mismatched"] else 1

@@ -116,7 +116,7 @@ def run_worker(endpoint: str, worker_id: str, credits: int, key_files: dict[str,
         return worker_mod.serve(endpoint, worker_id, credits, keys=str(d)) or 0
     except (families.UnknownFamily, SpaceError, worker_mod.RenderSetupError, security.KeysError) as e:
         log.error("worker %s: %s", worker_id, e)
-        return 2
+        return cli.CANNOT_RUN
     except KeyboardInterrupt:
         return 130
     except Exception:

@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from otfgen.blender_gen import families
+from otfgen.configs import cli
 from otfgen.blender_gen.space import ParamSpace
 from otfgen.controller import paramlog
 
@@ -86,10 +87,10 @@ def main(argv: list[str]) -> int:
     if args.out:
         print(f"otfgen replay: --out moved to `otfgen export {run_dir} --out DIR --format npz` (or webdataset), "
               "which writes shards with bounded memory", file=sys.stderr)
-        return 2
+        return cli.CANNOT_RUN
     if not (run_dir / "params.jsonl").exists():
         print(f"otfgen replay: {run_dir}/params.jsonl not found", file=sys.stderr)
-        return 2
+        return cli.CANNOT_RUN
     header, _ = paramlog.read(run_dir / "params.jsonl")
     if header.get("code") not in (None, families.code_digest()):
         print(f"otfgen replay: warning: the rendering code changed since this run (code {header['code']}, now "

@@ -10,7 +10,7 @@ from otfgen.blender_gen import families
 from otfgen.blender_gen.space import bin_index
 from otfgen.controller import policies
 from otfgen.trainer.models import SmallCNN, to_input
-from otfgen.trainer.signals import RealSignal
+from otfgen.trainer.judges import RealSignal
 
 SPACE = families.default_space("mnist2d")
 CTX = {"num_classes": 10, "budget_requests": 500, "label_param": "label"}
@@ -74,7 +74,7 @@ def test_alignment_agrees_with_a_finite_difference_of_the_real_loss():
     double = lambda t: to_input(t).double()  # noqa: E731 - float64 so the difference is exact enough
 
     sig = RealSignal("grad_alignment", net, real_x.numpy(), real_y.numpy(), torch.device("cpu"), 10)
-    import otfgen.trainer.signals as signals_mod
+    import otfgen.trainer.judges as signals_mod
 
     orig = signals_mod.to_input
     signals_mod.to_input = double

@@ -8,7 +8,7 @@ from otfgen.blender_gen import families
 from otfgen.blender_gen.space import bin_index
 from otfgen.controller import policies
 from otfgen.trainer.models import SmallCNN, to_input
-from otfgen.trainer.signals import RealSignal
+from otfgen.trainer.judges import RealSignal
 
 SPACE = families.default_space("mnist2d")
 

@@ -112,7 +112,7 @@ def test_reducible_loss_signal_scores_inverted_and_upside_down_digits_below_plai
     import torch
 
     from otfgen.trainer.models import SmallCNN, to_input
-    from otfgen.trainer.signals import RealSignal
+    from otfgen.trainer.judges import RealSignal
 
     torch.manual_seed(0)
     real_x, real_y = render(500, 1)
@@ -142,7 +142,7 @@ def test_reducible_loss_signal_scores_inverted_and_upside_down_digits_below_plai
 
 
 def test_selection_keeps_the_share_the_signal_rates_most_useful():
-    from otfgen.trainer.signals import select
+    from otfgen.trainer.judges import select
 
     sig = np.array([0.2, 0.9, 0.1, 0.7, 0.5, 0.3, 0.8, 0.0], np.float32)
     assert select(sig, 0.25, "reducible_loss").tolist() == [1, 6]  # the top quarter, in stream order

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from otfgen.configs import cli
 from otfgen.configs.schema import BUILTIN
 from otfgen.trainer.data import DataError, load_dataset
 from otfgen.trainer.models import build, to_input
@@ -67,11 +68,11 @@ def main(argv: list[str] | None = None) -> None:
         images, labels = load_dataset(args.data)
     except (DataError, FileNotFoundError, KeyError, RuntimeError, ValueError) as e:
         print(f"otfgen-eval: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(cli.CANNOT_RUN)
     expected = tuple(ck["image_shape"])
     if images.shape[1:] != expected and images.shape[1:] != expected[:2]:
         print(f"otfgen-eval: images are {images.shape[1:]}, the model was trained on {expected}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(cli.CANNOT_RUN)
     r = evaluate(model, images, labels, device, ck["num_classes"])
     print(json.dumps({"accuracy": r["acc"], "n": r["n"], "loss": r["loss"], "per_class": r["acc_class"],
                       "checkpoint": args.checkpoint, "data": args.data}))

@@ -492,7 +492,7 @@ class Stream(IterableDataset):
 
         ``signal``: what ``info["signal"]`` names, per sample, for ``match`` (``feature_distance``),
         ``align`` (``grad_alignment``) and ``realism`` (``realism``: it reads the model inputs,
-        not the model); ``trainer.signals.RealSignal`` computes it for the built-in models.
+        not the model); ``otfgen.trainer.judges.RealSignal`` computes it for the built-in models.
         ``bandit`` and ``ppo`` need only the losses.
         """
         if self._last is None:

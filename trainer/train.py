@@ -33,7 +33,7 @@ from otfgen.trainer.progress import Progress, wanted
 from otfgen.trainer.data import DataError, few_per_class, load_dataset
 from otfgen.trainer.evaluate import evaluate
 from otfgen.trainer.models import build, to_input
-from otfgen.trainer.signals import RealSignal, check_select, select
+from otfgen.trainer.judges import RealSignal, check_select, select
 from otfgen.trainer.step import TrainStep, pick_device
 from otfgen.trainer.stream import Stream, StreamError
 

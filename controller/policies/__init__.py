@@ -29,6 +29,7 @@ from typing import Any, List, Mapping, Optional
 
 import numpy as np
 
+from otfgen.blender_gen import protocol
 from otfgen.blender_gen.space import Param, ParamSpace, bin_index
 
 NAMES = ("uniform", "bandit", "ppo", "match", "align", "realism", "rho")  # built in; more come from entry points
@@ -114,8 +115,7 @@ class Policy:
 
     name = "base"
     # what the trainer must compute per generated sample against the real reward split, besides
-    # its loss: "none", "feature_distance" (match), "grad_alignment" (align) or "realism" (realism);
-    # see protocol.SIGNALS
+    # its loss: one of protocol.SIGNALS (otfgen.trainer.judges says what each measures)
     signal = "none"
 
     def __init__(self, space: ParamSpace, bins: int = 8, options: Mapping[str, Any] | None = None, seed: int = 0):
@@ -229,6 +229,9 @@ def _module(name: str):
     policy = getattr(module, "POLICY", None)
     if not (isinstance(policy, type) and issubclass(policy, Policy)):
         raise ValueError(f"policy '{name}' ({ep.value}) defines no POLICY subclass of controller.policies.Policy")
+    if policy.signal not in protocol.SIGNALS:
+        raise ValueError(f"policy '{name}' ({ep.value}) asks for signal '{policy.signal}', which the trainer does "
+                         f"not compute; one of {list(protocol.SIGNALS)}")
     return module
 
 

@@ -1,7 +1,7 @@
 """Generate where generated data helps the real task: per-sample gradient alignment, per class × region.
 
 The trainer reports, for every generated sample, how well its last-layer loss gradient agrees
-with the mean gradient of the small real reward split (trainer/signals.py, ``grad_alignment``):
+with the mean gradient of the small real reward split (trainer/judges.py, ``grad_alignment``):
 positive when a step on the sample would also lower the real loss. This signal sees the
 sim-to-real gap that learning progress on generated data cannot: an inverted digit may be
 hard (high loss, high progress) and still useless for real digits.

@@ -2,7 +2,7 @@
 
 The trainer trains a small class-conditional discriminator online, the reward split's real
 images against the generated stream, and reports each generated sample's logit
-(trainer/signals.py, ``realism``). Averaged over a region it says how close that region's
+(trainer/judges.py, ``realism``). Averaged over a region it says how close that region's
 images come to real ones of the class; the region model is ``align``'s (one moving average per
 class × parameter bin, Boltzmann weights on effect sizes, an exploration floor).
 

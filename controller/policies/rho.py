@@ -1,6 +1,6 @@
 """Generate what is learnable, worth learning and not yet learnt: reducible loss, by elite rate per class × bin.
 
-The signal (trainer/signals.py, ``reducible_loss``) is each generated sample's loss under the
+The signal (trainer/judges.py, ``reducible_loss``) is each generated sample's loss under the
 task model minus its loss under a small reference model trained once on the real reward split
 (RHO-LOSS, Mindermann et al. 2022). It is high where the task model is still wrong about a
 sample that a model of real data reads as its class; an inverted, occluded or upside-down digit

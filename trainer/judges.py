@@ -1,4 +1,5 @@
-"""What the trainer measures for a policy, per generated sample, against the real reward split.
+"""The judges: what the trainer measures for a policy, per generated sample, against the real
+reward split (the module is named for them, not for OS signals).
 
 The controller's info names the signal its policy learns from (``protocol.SIGNALS``):
 
@@ -42,10 +43,11 @@ import torch.nn.functional as F
 
 from torch import nn
 
+from otfgen.blender_gen import protocol
 from otfgen.configs.schema import ConfigError
 from otfgen.trainer.models import to_input
 
-KINDS = ("feature_distance", "grad_alignment", "realism", "reducible_loss")
+KINDS = tuple(k for k in protocol.SIGNALS if k != "none")  # what RealSignal computes: every signal there is
 
 
 class Discriminator(nn.Module):
