@@ -204,6 +204,8 @@ def _decode(frames: Sequence) -> Message:
         header = json.loads(head.tobytes().decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as e:
         raise ProtocolError("bad_header", f"header is not JSON: {e}") from None
+    except RecursionError:  # e.g. {"a":{"a":... 100,000 deep: a hostile header, not a surprise
+        raise ProtocolError("too_deep", "header nests deeper than the JSON parser's recursion limit") from None
     if not isinstance(header, dict):
         raise ProtocolError("bad_header", "header is not a JSON object")
     v = header.pop("v", None)
