@@ -8,14 +8,17 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
 import pytest
 import torch
+import zmq
 from torch.utils.data import DataLoader
 
 from conftest import ROOT, proc_cmdlines
+from otfgen.blender_gen import protocol
 from otfgen.trainer.stream import Stream, StreamError
 
 SMALL = ["controller.request_size=256", "trainer.batch_size=128", "launcher.workers=1"]
@@ -31,6 +34,44 @@ def test_an_unstarted_stream_pickles_for_dataloader_workers_and_reports_need_a_b
     assert not os.path.exists(s._passes)
     with pytest.raises(StreamError, match="closed"):
         next(iter(s))
+
+
+def test_a_request_delivered_twice_is_consumed_once():
+    """A re-issued request whose first copy arrives after all reaches the PULL twice: the first copy
+    is trained on, the second is dropped and counted in ``duplicates``. A fake controller (ROUTER)
+    and worker (PUSH) drive a real Stream."""
+    ctx = zmq.Context()
+    router, push = ctx.socket(zmq.ROUTER), ctx.socket(zmq.PUSH)
+    for sock in (router, push):
+        sock.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    s = Stream(f"tcp://127.0.0.1:{port}", batch_size=4, samples=8, data_timeout_s=10)
+    try:
+        starting = threading.Thread(target=s.start)
+        starting.start()
+        assert router.poll(10_000), "the stream did not register with the controller"
+        ident, *frames = router.recv_multipart()
+        assert protocol.decode(frames).kind == "trainer"
+        router.send_multipart([ident, *protocol.encode("info", *protocol.example("info"))])
+        starting.join(10)
+        assert s.info["num_classes"] == 10
+        push.connect(s.pull_endpoint)
+
+        def batch(rid: int, value: int) -> list:
+            fields, arrays = protocol.example("batch", n=4)
+            arrays["images"] = np.full_like(arrays["images"], value)
+            return protocol.encode("batch", {**fields, "id": rid}, arrays)
+
+        for frames in (batch(1, 10), batch(1, 11), batch(2, 20)):  # request 1's second copy comes in between
+            push.send_multipart(frames)
+        got = [(b.request_id, int(b.images[0, 0, 0])) for b in s.iter_batches()]
+        assert got == [(1, 10), (2, 20)]
+        assert s.duplicates == 1
+    finally:
+        s.close(finished=False)
+        router.close()
+        push.close()
+        ctx.term()
 
 
 def _final_probs(run_dir):
