@@ -48,3 +48,33 @@ def test_wide_blur_gets_a_wide_kernel():
 def test_out_of_range_blur_is_refused(bad):
     with pytest.raises(ValueError, match="input_blur"):
         SmallCNN(input_blur=bad)
+
+
+def test_selection_back_propagates_exactly_the_samples_select_picks():
+    """trainer.select < 1: of a minibatch's generated samples, the ones ``select()`` picks from the
+    signal (and every real image of few-real mode) reach backward, and no other. Seen through the
+    input gradient: a sample left out of the forward pass gets none."""
+    from otfgen.trainer.judges import select
+    from otfgen.trainer.step import TrainStep
+    from otfgen.trainer.train import learn
+
+    n_gen, n = 12, 16  # 12 generated, then 4 real images
+    sig = torch.tensor([5.0, 0.3, 9.0, 0.1, 7.0, 2.0, 8.0, 0.2, 6.0, 4.0, 3.0, 1.0])
+
+    class Signal:  # what trainer.judges.RealSignal is to learn(): a kind and per-sample values
+        kind = "feature_distance"  # a distance: the smallest are the most useful
+
+        def __call__(self, feats, logits, y, inputs, blurred=False):
+            assert len(y) == n_gen  # judged: the generated samples only
+            return sig
+
+    torch.manual_seed(0)
+    net = SmallCNN(width=4, hidden=16, input_blur=1.0)
+    x = torch.rand(n, 1, 28, 28, requires_grad=True)
+    y = torch.arange(n) % 10
+    losses, got, trained = learn(net, net, TrainStep(net, total_steps=4), Signal(), 0.25, x, y, n_gen)
+    picked = select(sig.numpy(), 0.25, "feature_distance")
+    assert picked.tolist() == [1, 3, 7] and trained == 3
+    assert len(losses) == n_gen and got is sig
+    reached_backward = (x.grad.flatten(1).abs().sum(1) > 0).nonzero().flatten().tolist()
+    assert reached_backward == [*picked.tolist(), *range(n_gen, n)]
