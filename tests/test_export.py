@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import tarfile
 
@@ -10,32 +11,36 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from otfgen.blender_gen import families
-from otfgen.blender_gen.rng import request_seed
 from conftest import otfgen_cmd
-from otfgen.controller import paramlog, replay
+from otfgen.controller import replay
+from otfgen.trainer.stream import Stream
 
 
-def make_run(run_dir, sizes, family="mnist2d", order=None, action=None):
-    """A run directory as the controller and trainer leave it: params.jsonl (header + one line per
-    request, written by ParamLog) and stream.jsonl (consumption order and digests)."""
-    run_dir.mkdir(parents=True)
-    space = families.default_space(family)
-    log = paramlog.ParamLog(run_dir / "params.jsonl", {
-        "family": family, "space": space.to_mapping(), "run_seed": 3, "request_size": max(sizes),
-        "policy": "uniform", "render": {}, "code": families.code_digest()})
-    fam = families.load(family)
-    with open(run_dir / "stream.jsonl", "w") as stream:
-        for rid in order or range(len(sizes)):
-            log.append({"id": rid, "family": family, "n": sizes[rid], "seed": request_seed(3, rid),
-                        "action": action or {}, "worker": "w0", "step": rid})
-        for rid in order or range(len(sizes)):
-            params, seeds = space.sample(action or {}, request_seed(3, rid), sizes[rid])
-            images, labels = fam.render(params, seeds)
-            h = hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16)
-            h.update(np.ascontiguousarray(labels.astype(np.int64)).data)
-            stream.write(json.dumps({"id": rid, "digest": h.hexdigest()}) + "\n")
-    log.close()
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A real run (controller, a worker) consumed by a trainer loop here: stream.jsonl holds the
+    digests of the bytes the stream received, written as the trainer writes them (``on_request``),
+    so export and replay are checked against what was trained on, not against their own path.
+    Thickness narrowed to [3.5, 5.5]; 868 samples in requests of 256: the last one short."""
+    run_dir = tmp_path_factory.mktemp("export") / "run"
+    overrides = [f"run_dir={run_dir}", "budget.samples=868", "controller.request_size=256", "trainer.batch_size=256",
+                 "launcher.workers=1", "scene.params.thickness.low=3.5", "scene.params.thickness.default=4"]
+    consumed = []
+    with Stream.local(overrides, on_request=lambda rid, n, digest, worker: consumed.append(
+            {"id": rid, "n": n, "digest": digest, "worker": worker})) as stream:
+        assert sum(len(y) for _, y in stream) == 868
+    assert [r["n"] for r in consumed] == [256, 256, 256, 100]
+    return run_dir, consumed
+
+
+@pytest.fixture
+def run(trained_run, tmp_path):
+    # consumed out of id order (as from several workers): shards of 300 cut across requests
+    src, consumed = trained_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(src, run_dir)
+    by_id = {r["id"]: r for r in consumed}
+    (run_dir / "stream.jsonl").write_text("".join(json.dumps(by_id[i]) + "\n" for i in (2, 0, 3, 1)))
     return run_dir
 
 
@@ -43,13 +48,6 @@ def replayed(run_dir):
     batches = list(replay.regenerate(run_dir))
     return (np.concatenate([b[1] for b in batches]), np.concatenate([b[2] for b in batches]),
             np.concatenate([np.full(len(b[2]), b[0]) for b in batches]))
-
-
-@pytest.fixture
-def run(tmp_path):
-    # consumed out of id order, the last request short: shards of 300 cut across requests
-    return make_run(tmp_path / "run", [256, 256, 256, 100], order=[2, 0, 3, 1],
-                    action={"thickness": [0, 0, 1, 1]})
 
 
 def test_webdataset_shards_hold_the_replayed_bytes(run, tmp_path, env):
@@ -84,14 +82,22 @@ def test_npz_shards_hold_the_replayed_bytes_and_params(run, tmp_path, env):
     p = subprocess.run(otfgen_cmd("export", str(run), "--out", str(out), "--format", "npz", "--shard-size", "500"),
                        env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["matched"] == 4
     shards = [np.load(out / s["name"]) for s in json.loads((out / "index.json").read_text())["shards"]]
     assert [len(z["labels"]) for z in shards] == [500, 368]
+    # the bytes on disk are the bytes the trainer received: its digests, request by request
+    on_disk = {k: np.concatenate([z[k] for z in shards]) for k in ("images", "labels", "request")}
+    for rec in map(json.loads, (run / "stream.jsonl").read_text().splitlines()):
+        mine = on_disk["request"] == rec["id"]
+        h = hashlib.blake2b(np.ascontiguousarray(on_disk["images"][mine]).data, digest_size=16)
+        h.update(np.ascontiguousarray(on_disk["labels"][mine].astype(np.int64)).data)
+        assert h.hexdigest() == rec["digest"], rec["id"]
     images, labels, requests = replayed(run)
     assert np.array_equal(np.concatenate([z["images"] for z in shards]), images)
     assert np.array_equal(np.concatenate([z["labels"] for z in shards]), labels)
     assert np.array_equal(np.concatenate([z["request"] for z in shards]), requests)
     thick = np.concatenate([z["param_thickness"] for z in shards])
-    assert thick.min() >= 3.5  # the action's upper two of four bins of [1.5, 5.5]
+    assert thick.min() >= 3.5  # the run's narrowed range: the parameters replay renders are the run's
 
 
 def test_export_refuses_bad_arguments_and_a_tampered_log_fails(run, tmp_path, env):
