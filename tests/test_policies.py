@@ -120,3 +120,35 @@ def test_unknown_option_is_named():
         policies.make("bandit", SPACE, 8, {"tempreature": 1.0})
     with pytest.raises(ValueError, match="unknown policy 'greedy'"):
         policies.make("greedy", SPACE)
+
+
+RETIRED = ("bandit", "ppo", "match", "align", "realism")  # measured, no gain or beaten by rho
+
+
+def test_the_core_holds_uniform_and_rho_and_the_retired_five_come_from_the_plugin():
+    """The five are found only through the installed examples/otfgen_baselines (README's test
+    command installs it), with their options as config and the signals the trainer computes."""
+    import tomllib
+    from importlib.metadata import entry_points
+
+    from conftest import ROOT
+    from otfgen.controller import config
+
+    assert policies.NAMES == ("uniform", "rho")
+    assert sorted(p.stem for p in (ROOT / "configs" / "policy").glob("*.yaml")) == ["rho", "uniform"]
+    assert not any((ROOT / "controller" / "policies" / f"{n}.py").exists() for n in RETIRED)
+    plugin = ROOT / "examples" / "otfgen_baselines"
+    declared = tomllib.loads((plugin / "pyproject.toml").read_text())["project"]["entry-points"]["otfgen.policies"]
+    assert declared == {n: f"otfgen_baselines.{n}" for n in RETIRED}
+
+    installed = {ep.name: ep.value for ep in entry_points(group=policies.ENTRY_POINTS)}
+    missing = [n for n in RETIRED if installed.get(n) != declared[n]]
+    assert not missing, f"{missing} not installed: pip install -e examples/otfgen_baselines"
+    assert set(RETIRED) <= set(policies.names())
+    assert {n: policies.signal_of(n) for n in RETIRED} == {
+        "bandit": "none", "ppo": "none", "match": "feature_distance", "align": "grad_alignment", "realism": "realism"}
+    assert set(RETIRED) <= set(config.policy_args())  # their Args are their config (policy.options)
+    for n in RETIRED:
+        module = policies._module(n)
+        assert module.__name__ == f"otfgen_baselines.{n}" and module.POLICY.name == n
+        assert config.compose([f"policy={n}"]).policy.options == policies.args_class(n)()

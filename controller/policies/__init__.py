@@ -1,22 +1,37 @@
 """Policies decide what to generate next. One module each, one interface, chosen by ``policy=<name>``.
 
-The decision process (DESIGN.md, issue "the controller learns what to generate"):
+Built in: ``uniform`` (every parameter uniform over its range: the baseline) and ``rho`` (the
+recommended policy, with ``trainer.select=0.25``). Installed packages add more through the
+``otfgen.policies`` entry points (docs/extending.md); the policies that were measured and showed
+no gain, or were beaten by ``rho`` (``bandit``, ``ppo``, ``match``, ``align``, ``realism``),
+are such a package, ``examples/otfgen_baselines``. What a policy gets to work with, and what
+``rho`` does with it:
 
 - **action**: per parameter of the family's space, weights over equal-width bins of its range
-  (or over its choices; an int range of at most 32 values gets one bin per value);
-  parameters left out are drawn uniformly. ``ParamSpace.sample`` does the drawing, so every
-  family, 2D or 3D, gets every policy for free. Every action keeps an exploration floor: at
-  least ``floor / K`` probability on each of K bins, so no policy can collapse onto a region.
-- **state**: per-(parameter, bin) statistics of the per-sample training losses the trainer
-  reports for fresh samples (measured before the step that trains on them, so they are the
-  current model's loss on that region), per-class accuracy on the *reward* split of the real
-  data, and training progress.
-- **reward**: learning progress, as in teacher–student curriculum learning (Matiisen et al.
-  2017): the drop of a region's loss between a slow and a fast moving average. Unlike "hardest
-  examples" (the loss itself), an unlearnable or degenerate region earns nothing once its loss
-  stops falling. ``match`` instead uses how close generated features lie to real ones.
-- **schedule**: policies update on every delivered request's losses (one message per 256
-  samples) and on every validation; ``ppo`` makes one decision per ``window`` requests.
+  (or over its choices; an int range of at most 32 values gets one bin per value), optionally
+  one row of weights per class (``"param|label"``: joint regions such as "thin strokes for 1s,
+  thick for 8s"); parameters left out are drawn uniformly. ``ParamSpace.sample`` does the
+  drawing, so every family, 2D or 3D, gets every policy for free. ``rho`` steers 16 bins per
+  parameter and one row per class.
+- **signal**: besides each generated sample's training loss (measured before the step that
+  trains on it), what the trainer judges each sample by against the small real *reward* split
+  (``Policy.signal``; the menu is ``protocol.SIGNALS``, otfgen.trainer.judges computes them).
+  ``rho``'s, ``reducible_loss``, is two judges as ranks within the minibatch, averaged: the
+  reducible loss (the task model's loss minus that of a reference model trained once on the
+  reward split: learnable, worth learning, not yet learnt — RHO-LOSS) and a discriminator
+  trained online to tell the reward split from generated images. A signal measured against
+  real data is what sees the sim-to-real gap; the loss on generated data alone cannot (an
+  inverted digit is hard, and useless for real digits). Validation adds per-class accuracy on
+  the reward split.
+- **weights**: ``rho`` ranks each request's samples per class by the signal and keeps, per
+  class × parameter bin, the share of its samples in the top quarter, with forgetting, shrunk
+  toward the pooled rate against binomial noise; a row's weights are that rate (over the
+  elite share) raised to a power, so whole regions are cut rather than down-weighted.
+- **exploration floor**: a learning policy keeps one in every action (``PolicyArgs.floor``,
+  applied by ``with_floor``: at least ``floor / K`` on each of K bins), so it cannot collapse
+  onto a region; ``rho`` also draws a share of whole requests from the prior.
+- **schedule**: policies observe every delivered request's samples (one message per 256) and
+  every validation, and act once per request.
 """
 
 from __future__ import annotations
@@ -32,7 +47,7 @@ import numpy as np
 from otfgen.blender_gen import protocol
 from otfgen.blender_gen.space import Param, ParamSpace, bin_index
 
-NAMES = ("uniform", "bandit", "ppo", "match", "align", "realism", "rho")  # built in; more come from entry points
+NAMES = ("uniform", "rho")  # built in; more come from entry points (examples/otfgen_baselines has five)
 ENTRY_POINTS = "otfgen.policies"  # name -> a module with POLICY (and ARGS), as the built-in ones
 
 
@@ -128,8 +143,8 @@ class Policy:
 
     def observe(self, action: Mapping[str, Any], params: Mapping[str, np.ndarray], losses: np.ndarray,
                 signal: np.ndarray | None = None) -> None:
-        """Per-sample training losses (and, if the trainer computes it, the distance of each sample's
-        features to the real data's) of one delivered request, with the action and params that made it."""
+        """Per-sample training losses (and, if the policy asks for one, each sample's ``signal`` against
+        the real reward split) of one delivered request, with the action and params that made it."""
 
     def observe_validation(self, metrics: Mapping[str, Any]) -> None:
         """Validation metrics from the trainer (``val/acc``, ``reward/acc_class`` …)."""

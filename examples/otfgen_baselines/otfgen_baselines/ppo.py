@@ -6,8 +6,8 @@ hours of outer-loop training. Here the same idea runs online, inside one trainin
 small network reads the state (per-class accuracy on the reward split, per-bin loss averages,
 progress) and emits a sub-policy — one bin per parameter, i.e. a region of the scene space —
 used for the next ``window`` requests. Its reward is the learning progress of the regions it
-chose (see controller/policies/__init__.py), and it is updated with PPO's clipped objective
-(Schulman et al. 2017), written after CleanRL's ppo.py. Each decision is a one-step episode
+chose (``RegionStats.progress``: how fast their loss falls), and it is updated with PPO's
+clipped objective (Schulman et al. 2017), written after CleanRL's ppo.py. Each decision is a one-step episode
 (a contextual bandit), so the advantage is reward − V(state).
 """
 

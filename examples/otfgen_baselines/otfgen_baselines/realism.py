@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from otfgen.controller.policies.align import Align, AlignArgs
+from otfgen_baselines.align import Align, AlignArgs
 
 
 @dataclass(frozen=True)
