@@ -23,6 +23,33 @@ def proc_cmdlines() -> dict[int, str]:
     return out
 
 
+# CI (.ci/run) installs every extra on purpose: there, a test skipped because an extra's module
+# does not import (pytest.importorskip) is a failure, not a silent skip
+REQUIRE_EXTRAS = os.environ.get("OTFGEN_REQUIRE_EXTRAS") == "1"
+
+
+def _fail_missing_extra(report) -> None:
+    if REQUIRE_EXTRAS and report.skipped and isinstance(report.longrepr, tuple):
+        why = str(report.longrepr[2])
+        if why.startswith(("could not import", "Skipped: could not import")):
+            report.outcome = "failed"
+            report.longrepr = f"OTFGEN_REQUIRE_EXTRAS=1 and an extra is missing: {why}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    _fail_missing_extra(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    report = yield
+    _fail_missing_extra(report)
+    return report
+
+
 @pytest.fixture
 def env():
     e = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
@@ -30,3 +57,17 @@ def env():
     # the path, so a module still imported under an old top-level name fails here too
     e["PYTHONPATH"] = e.get("PYTHONPATH", "")
     return e
+
+
+def cycles_gpus(kind: str) -> list[str]:
+    """The GPUs of ``kind`` (OPTIX, CUDA) Cycles finds on this machine, asked of Cycles directly
+    (needs bpy): tests that expect a device error expect it only where there is no such GPU."""
+    import bpy
+
+    prefs = bpy.context.preferences.addons["cycles"].preferences
+    try:
+        prefs.compute_device_type = kind
+    except TypeError:  # this Blender build has no such backend
+        return []
+    prefs.refresh_devices()
+    return [d.name for d in prefs.devices if d.type == kind]
