@@ -1,8 +1,8 @@
 """``--help`` for the commands that take Hydra overrides (``otfgen``, ``otfgen-controller``,
 ``otfgen-train``): what they do, their subcommands or flags, and every setting with its value.
 
-The settings are read from the composed ``RunConfig`` itself (``otfgen policy=bandit --help``
-lists bandit's options), so the list cannot drift from the schema.
+The settings are read from the composed ``RunConfig`` itself (``otfgen policy=rho --help``
+lists rho's options), so the list cannot drift from the schema.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ subcommands (`otfgen SUBCOMMAND --help` for each):
                                                 (what Stream.local starts): prints the endpoint as JSON
 
 e.g.  otfgen budget.samples=20000
-      otfgen scene=fashion2d policy=bandit workers=2
+      otfgen scene=mnist2d_wide policy=rho trainer.select=0.25 trainer.reward_split=0.1
 A mistyped key stops the run at start-up with one line naming it (exit code 2). Hydra's own
 flags still work: `otfgen --cfg job` prints the composed config, `--hydra-help` Hydra's help.
 """

@@ -14,10 +14,10 @@ takes ``samples // N`` (the controller's ``budget // N``; a remainder is not gen
 
 Library use::
 
-    with Stream.local(["budget.samples=50000", "policy=bandit"]) as stream:  # starts controller + workers
+    with Stream.local(["budget.samples=50000", "policy=uniform"]) as stream:  # starts controller + workers
         for x, y in DataLoader(stream, batch_size=None):   # x float [B,1,28,28] in [0,1], y int64 [B]
             losses = F.cross_entropy(model(x), y, reduction="none")
-            stream.report(losses)            # the policy learns from them (num_workers=0 only)
+            stream.report(losses)            # a learning policy's feedback (num_workers=0 only)
             losses.mean().backward(); ...
     stream = Stream.connect("tcp://127.0.0.1:5555", batch_size=128, samples=100_000)
 
@@ -444,7 +444,7 @@ class Stream(IterableDataset):
 
     def _finish_pass(self) -> None:
         if self._unfed and not self._fed and self.info.get("signal", "none") == "none":
-            log.info("stream: no losses were reported for %d requests: a learning policy (bandit, ppo) draws "
+            log.info("stream: no losses were reported for %d requests: a policy that learns from them draws "
                      "uniformly without them (stream.report(per_sample_losses) after each batch)", self._unfed)
         self._stop_receiver(finished=True)
 
@@ -490,9 +490,10 @@ class Stream(IterableDataset):
         last yielded. They reach the controller with that request's delivery, once every sample of
         the request was reported; a request without them teaches the policy nothing.
 
-        ``signal``: what ``info["signal"]`` names, per sample, for ``match`` (``feature_distance``),
-        ``align`` (``grad_alignment``) and ``realism`` (``realism``: it reads the model inputs,
-        not the model); ``otfgen.trainer.judges.RealSignal`` computes it for the built-in models.
+        ``signal``: what ``info["signal"]`` names, per sample, for ``rho`` (``reducible_loss``) and
+        the installed ``match`` (``feature_distance``), ``align`` (``grad_alignment``) and
+        ``realism`` (``realism``: it reads the model inputs, not the model);
+        ``otfgen.trainer.judges.RealSignal`` computes it for the built-in models. The installed
         ``bandit`` and ``ppo`` need only the losses.
         """
         if self._last is None:

@@ -1,6 +1,6 @@
 """``otfgen-compare``: run several arms over the same seeds and budget, then compare them paired.
 
-    otfgen-compare policies=[uniform,bandit,align] seeds=5 budget.samples=40000 [otfgen overrides]
+    otfgen-compare policies=[uniform,rho] seeds=5 budget.samples=40000 trainer.reward_split=0.1 [otfgen overrides]
                    [out=DIR] [workers=N] [seed_offset=K] [baseline=ARM] [headroom=[TUNED,WIDE]]
                    [thresholds=[90,95,97,98]] [report_only=true]
 

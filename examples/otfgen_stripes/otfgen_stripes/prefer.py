@@ -2,7 +2,7 @@
 
 Every request draws the label parameter with ``weight`` times more mass on class ``label`` than
 on each other class; the other parameters stay uniform. It learns nothing (see
-controller/policies/bandit.py for one that does), which keeps the example to the interface.
+controller/policies/rho.py for one that does), which keeps the example to the interface.
 """
 
 from dataclasses import dataclass
