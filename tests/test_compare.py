@@ -148,7 +148,8 @@ def test_tiny_real_comparison(tmp_path, env):
         assert (out / name).stat().st_size > 0, name
     rows = {r["policy"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert rows["uniform"]["runs_ok"] == 1 and rows["uniform"]["budget"] == 2048
-    assert rows["bandit"]["runs"] == 1  # whether bandit ran or failed, it has its row
+    assert {name: (r["runs_ok"], r["runs"]) for name, r in rows.items()} == {"uniform": (1, 1), "bandit": (1, 1)}
+    assert "bandit seed 0: done" in p.stdout  # compare exits 0 with a failed run: every run must have succeeded
     assert "| uniform | 1/1 |" in (out / "results.md").read_text()
 
 
