@@ -67,42 +67,78 @@ class ModelCfg:
     input_blur: Optional[float] = None
 
 
-LAUNCHERS = ("local", "ray", "slurm")
-
-
 @dataclass(frozen=True)
 class LauncherCfg:
-    """``name`` picks who starts the workers: ``local`` (processes on this machine), ``ray`` (Ray
-    actors) or ``slurm`` (a submitit job array). The keys after ``blender`` belong to ray / slurm
-    only (``configs/launcher/<name>.yaml``); ``controller.config.check`` refuses them elsewhere."""
+    """``launcher=local``: the controller, the workers and the trainer as processes on this machine.
+    Each launcher is a dataclass of its own (``configs/launcher/<name>.yaml`` names it as its
+    schema), so a key of another launcher is refused as unknown."""
 
     name: str = "local"
     workers: int = 2
-    max_restarts: int = 3
+    max_restarts: int = 3  # a dead worker is started again this often; then it is given up on
     start_timeout_s: float = 60.0
     # the trainer's progress bar with an ETA when stderr is a terminal (tqdm); off, or not on a
     # terminal: a plain line every trainer.log_every_s (always in <run>/trainer.log)
     progress: bool = True
     # a Blender executable to run workers under (its bundled Python) instead of this Python's bpy
     blender: Optional[str] = None
-    # what one worker reserves: Ray actor resources, SLURM cpus_per_task / gpus_per_node;
-    # num_gpus null = 1 when scene.render.device is optix or cuda, else 0
+
+
+@dataclass(frozen=True)
+class _RemoteLauncherCfg(LauncherCfg):
+    """What a worker placed by Ray or SLURM reserves, and the address it dials."""
+
+    # Ray actor resources, SLURM cpus_per_task / gpus_per_node; num_gpus null = 1 when
+    # scene.render.device is optix or cuda, else 0
     num_cpus: float = 1.0
     num_gpus: Optional[float] = None
     # the address workers dial to reach the controller and the trainer; null = loopback for a
     # cluster on this machine (a local Ray cluster, submitit's local executor), else this node's IP
     host: Optional[str] = None
-    # ray: "auto" (or host:port, ray://…) joins a running cluster; null starts one on this machine
-    address: Optional[str] = None
-    cluster_cpus: Optional[int] = None  # ray: CPUs of the local cluster started; null = workers × num_cpus
-    # slurm: "slurm" submits with sbatch; "local" runs each job as a local process (submitit's
+
+
+@dataclass(frozen=True)
+class RayLauncherCfg(_RemoteLauncherCfg):
+    """``launcher=ray``: workers as Ray actors (Ray restarts a dead one up to max_restarts)."""
+
+    name: str = "ray"
+    address: Optional[str] = None  # "auto" (or host:port, ray://…) joins a running cluster; null starts one here
+    cluster_cpus: Optional[int] = None  # CPUs of the local cluster started; null = workers × num_cpus
+
+
+@dataclass(frozen=True)
+class SlurmLauncherCfg(_RemoteLauncherCfg):
+    """``launcher=slurm``: workers as a submitit job array, one job per worker (a job that dies is
+    submitted again up to max_restarts)."""
+
+    name: str = "slurm"
+    # "slurm" submits with sbatch; "local" runs each job as a local process (submitit's
     # LocalExecutor: how the tests run it, as SLURM cannot run here)
     executor: str = "slurm"
-    folder: Optional[str] = None  # slurm: submitit's job folder (logs, pickles); null = <run_dir>/submitit
+    folder: Optional[str] = None  # submitit's job folder (logs, pickles); null = <run_dir>/submitit
     partition: Optional[str] = None
-    timeout_min: int = 24 * 60  # slurm: each job's time limit
+    timeout_min: int = 24 * 60  # each job's time limit
     mem_gb: Optional[float] = None
     slurm_args: Dict[str, Any] = field(default_factory=dict)  # more submitit slurm_* parameters, e.g. {account: X}
+
+
+LAUNCHERS = {"local": LauncherCfg, "ray": RayLauncherCfg, "slurm": SlurmLauncherCfg}
+
+
+def launcher_class(name: str) -> type[LauncherCfg]:
+    if name not in LAUNCHERS:
+        raise ConfigError(f"launcher.name: unknown launcher '{name}'; available: {', '.join(LAUNCHERS)}")
+    return LAUNCHERS[name]
+
+
+def unknown_key(key: str) -> str:
+    """The one line for a key no schema declares; a launcher's key named under another launcher
+    says whose it is."""
+    section, _, name = key.partition(".")
+    owners = [n for n, cls in LAUNCHERS.items() if name in {f.name for f in fields(cls)}] if section == "launcher" else []
+    if owners:
+        return f"unknown key '{key}': an option of launcher={' / '.join(owners)} only"
+    return f"unknown key '{key}' (check its spelling; `otfgen --help` lists the settings)"
 
 
 @dataclass(frozen=True)
@@ -206,10 +242,17 @@ def from_dict(data: dict) -> RunConfig:
 
     from omegaconf import OmegaConf
 
+    from omegaconf.errors import ConfigKeyError
+
     data = dict(data)
     data.pop("hydra", None)
     policy = data.pop("policy", None) or {}
-    out = OmegaConf.to_object(OmegaConf.merge(structured(RunConfig), data))
+    launcher = launcher_class((data.get("launcher") or {}).get("name", "local"))
+    try:
+        merged = OmegaConf.merge(structured(RunConfig), {"launcher": structured(launcher)}, data)
+    except ConfigKeyError as e:
+        raise ConfigError(unknown_key(e.full_key)) from None
+    out = OmegaConf.to_object(merged)
     out = dataclasses.replace(out, policy=PolicyCfg(name=policy.get("name", "uniform"), bins=int(policy.get("bins", 8)),
                                                     options=dict(policy.get("options") or {})))
     if out.workers is not None:  # the shorthand `workers=N` is launcher.workers

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import typing
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -52,6 +51,8 @@ def register() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=structured(RunConfig))
+    for name, cls in schema.LAUNCHERS.items():  # configs/launcher/<name>.yaml: defaults /schema/launcher/<name>
+        cs.store(group="schema/launcher", name=name, node=structured(cls))
     for name, args in policy_args().items():
         fields = [("name", str, name)]
         if args is not None:
@@ -66,26 +67,6 @@ def register() -> None:
         cs.store(group="schema/scene", name=name, node=families.scene_schema(name))
     for name, scene in families.external_scenes().items():  # installed families: scene=NAME
         cs.store(group="scene", name=name, node=scene)
-
-
-def _unknown_key(data, cls, path: str = "") -> str | None:
-    """The first key of ``data`` (plain containers) that the dataclass ``cls`` does not declare."""
-    if not isinstance(data, dict):
-        return None
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key, value in data.items():
-        full = f"{path}{key}"
-        if key not in names:
-            return full
-        sub = hints.get(key)
-        if cls is PolicyCfg and key == "options" or dataclasses.is_dataclass(sub) and issubclass(sub, PolicyCfg):
-            continue  # checked against the chosen policy's Args below
-        if dataclasses.is_dataclass(sub):
-            found = _unknown_key(value, sub, full + ".")
-            if found:
-                return found
-    return None
 
 
 def _check_policy_options(policy: dict) -> None:
@@ -105,9 +86,6 @@ def from_hydra(cfg) -> RunConfig:
     """DictConfig -> RunConfig (validated against the schema once, here)."""
     data = OmegaConf.to_container(cfg, resolve=True)
     data.pop("hydra", None)
-    bad = _unknown_key(data, RunConfig)
-    if bad:
-        raise ConfigError(f"unknown key '{bad}' (check its spelling; `otfgen --help` lists the settings)")
     _check_policy_options(data.get("policy", {}))
     out = schema.from_dict(data)
     args = policy_args()[out.policy.name]
@@ -152,7 +130,7 @@ def one_line(e: BaseException) -> str:
     cause = str(e.__cause__ or "")
     m = re.match(r"Could not override '([^']+)'", text)
     if m and ("not in" in cause or "not in struct" in text):
-        return f"unknown key '{m.group(1)}' (check its spelling; `otfgen --help` lists the settings)"
+        return schema.unknown_key(m.group(1))
     m = re.match(r"In '[^']*': Could not find '([^/']+)/([^']+)'", text)
     if m:
         options = re.findall(r"^\t(\S+)$", text, flags=re.M)
@@ -279,28 +257,11 @@ def check(cfg: RunConfig) -> None:
             raise ConfigError(f"{key} must be >= 1")
 
 
-# the launcher options that only one kind of launcher reads (configs/launcher/<name>.yaml)
-LAUNCHER_KEYS = {
-    "ray": ("num_cpus", "num_gpus", "host", "address", "cluster_cpus"),
-    "slurm": ("num_cpus", "num_gpus", "host", "executor", "folder", "partition", "timeout_min", "mem_gb",
-              "slurm_args"),
-}
-
-
 def _check_launcher(lc) -> None:
-    """A launcher's name, its options, and its extra (ray, submitit) installed."""
+    """What a launcher's schema cannot say: values that work together, and its extra (ray,
+    submitit) installed. Its keys are its dataclass's (configs.schema.LAUNCHERS)."""
     import importlib.util
 
-    from otfgen.configs.schema import LAUNCHERS, LauncherCfg
-
-    if lc.name not in LAUNCHERS:
-        raise ConfigError(f"launcher.name: unknown launcher '{lc.name}'; available: {', '.join(LAUNCHERS)}")
-    default = LauncherCfg()
-    own = set(LAUNCHER_KEYS.get(lc.name, ()))
-    for name, keys in LAUNCHER_KEYS.items():
-        for key in keys:
-            if key not in own and getattr(lc, key) != getattr(default, key):
-                raise ConfigError(f"launcher.{key} is an option of launcher={name}, not launcher={lc.name}")
     if lc.name == "local":
         return
     if lc.blender:

@@ -74,8 +74,9 @@ def test_family_facts_are_not_in_the_scene_config():
 
 @pytest.mark.parametrize("overrides,needle", [
     (["launcher=ray", "launcher.adress=auto"], "unknown key 'launcher.adress'"),
-    (["launcher.address=auto"], "launcher.address is an option of launcher=ray, not launcher=local"),
-    (["launcher=ray", "launcher.partition=gpu"], "launcher.partition is an option of launcher=slurm, not launcher=ray"),
+    (["launcher.address=auto"], "unknown key 'launcher.address': an option of launcher=ray only"),
+    (["launcher=ray", "launcher.partition=gpu"], "unknown key 'launcher.partition': an option of launcher=slurm only"),
+    (["launcher.num_cpus=2"], "unknown key 'launcher.num_cpus': an option of launcher=ray / slurm only"),
     (["launcher=slurm", "launcher.executor=lokal"], "launcher.executor=lokal: expected slurm or local"),
     (["launcher=ray", "launcher.blender=/usr/bin/blender"], "launcher.blender: launcher=ray runs workers"),
     (["launcher.name=k8s"], "launcher.name: unknown launcher 'k8s'; available: local, ray, slurm"),
