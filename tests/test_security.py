@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -37,7 +38,7 @@ def test_only_loopback_and_ipc_count_as_private(endpoint, private):
 def test_public_bind_without_keys_is_a_one_line_error(tmp_path, env):
     p = subprocess.run(otfgen_cmd(f"hydra.run.dir={tmp_path / 'r'}", "controller.bind=tcp://0.0.0.0"), env=env,
                        capture_output=True, text=True, timeout=120)
-    assert p.returncode != 0
+    assert p.returncode == 2  # README: 2, the configuration cannot run
     assert "controller.bind=tcp://0.0.0.0 is reachable from other machines: CurveZMQ keys are required" in p.stdout + p.stderr
     assert "Traceback" not in p.stdout + p.stderr
 
@@ -104,6 +105,69 @@ def test_strangers_get_nothing_in_and_nothing_out(tmp_path, env):
     assert "worker authorised (pid 1) joined" in out
     assert "no-keys" not in out and "unknown-key" not in out  # never registered
     assert "refused a peer with an unknown CURVE key" in out
+
+
+def test_strangers_get_nothing_into_the_trainers_pull(tmp_path):
+    """The trainer's PULL, bound beyond loopback with CurveZMQ: batches pushed without keys or with
+    a key the run does not know never reach the stream; the authorised worker's do. A fake
+    controller (a CURVE ROUTER) and workers (PUSH) drive a real Stream."""
+    from otfgen.trainer.stream import Stream, StreamError
+
+    keys = security.generate(tmp_path / "keys")
+    own = security.load(keys, server=True)
+    bad = security.load(security.generate(tmp_path / "other"), server=False)
+    ctx = zmq.Context()
+    auth = security.start_authenticator(ctx, own)
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    security.make_server(router, own)
+    port = router.bind_to_random_port("tcp://127.0.0.2")
+    stream = Stream(f"tcp://127.0.0.2:{port}", bind="tcp://127.0.0.2", keys=str(keys), batch_size=4, samples=8,
+                    data_timeout_s=10)
+    pushes = []
+
+    def push(client=None):
+        s = ctx.socket(zmq.PUSH)
+        s.setsockopt(zmq.LINGER, 0)
+        if client is not None:
+            s.curve_publickey, s.curve_secretkey = client
+            s.curve_serverkey = own.server_public
+        s.connect(stream.pull_endpoint)
+        pushes.append(s)
+        return s
+
+    def batch(rid):
+        fields, arrays = protocol.example("batch", n=4)
+        return protocol.encode("batch", {**fields, "id": rid}, arrays)
+
+    try:
+        starting = threading.Thread(target=stream.start)
+        starting.start()
+        assert router.poll(10_000), "the stream did not register with the controller"
+        ident, *frames = router.recv_multipart()
+        assert protocol.decode(frames).kind == "trainer"
+        router.send_multipart([ident, *protocol.encode("info", *protocol.example("info"))])
+        starting.join(10)
+        push().send_multipart(batch(1), zmq.NOBLOCK)  # queued, never delivered
+        push((bad.client_public, bad.client_secret)).send_multipart(batch(2), zmq.NOBLOCK)
+        good = push((own.client_public, own.client_secret))
+        good.send_multipart(batch(3))
+        got = []
+        try:
+            for b in stream.iter_batches():
+                got.append(b.request_id)
+                if len(got) == 1:
+                    time.sleep(1.0)  # the strangers' handshakes have long failed by now
+                    good.send_multipart(batch(4))
+        except StreamError:  # no data for data_timeout_s: fewer batches came than were sent by the worker
+            pass
+        assert got == [3, 4]
+    finally:
+        stream.close(finished=False)
+        for s in pushes + [router]:
+            s.close()
+        auth.stop()
+        ctx.term()
 
 
 @pytest.mark.slow
