@@ -29,6 +29,20 @@ class SpaceError(ValueError):
     """A parameter space, an action or a set of parameter values does not fit the declaration."""
 
 
+# A family's SPACE, one line a parameter: what each parameter is, the widest range (or every
+# choice) it may take, its default and its doc, as the plain mapping ParamSpace.from_mapping reads.
+def floats(low: float, high: float, default: float, doc: str) -> dict:
+    return {"kind": "float", "low": low, "high": high, "default": default, "doc": doc}
+
+
+def ints(low: int, high: int, default: int, doc: str) -> dict:
+    return {"kind": "int", "low": low, "high": high, "default": default, "doc": doc}
+
+
+def choices(options: list, default: Any, doc: str) -> dict:
+    return {"kind": "choice", "choices": list(options), "default": default, "doc": doc}
+
+
 @dataclass(frozen=True)
 class Param:
     name: str

@@ -52,3 +52,23 @@ def exit_with(fn: Callable[[], int | None], errors: tuple[type[BaseException], .
     except KeyboardInterrupt:
         code = INTERRUPTED
     sys.exit(code or 0)
+
+
+def split_argv(argv: list[str]) -> tuple[str | None, dict[str, str], list[str], bool]:
+    """A process's arguments: ``--config PATH`` (a run's config.json, written by the process that
+    composed it), other ``--key=value`` flags, Hydra overrides, and whether ``-h``/``--help`` was given."""
+    path, flags, overrides, help_asked = None, {}, [], False
+    it = iter(argv)
+    for a in it:
+        if a == "--config":
+            path = next(it, None)
+        elif a.startswith("--config="):
+            path = a.split("=", 1)[1]
+        elif a.startswith("--") and "=" in a:
+            k, v = a[2:].split("=", 1)
+            flags[k] = v
+        elif a in ("-h", "--help"):
+            help_asked = True
+        else:
+            overrides.append(a)
+    return path, flags, overrides, help_asked

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from otfgen.configs import schema
+from otfgen.configs import cli, schema
 from otfgen.configs.schema import ConfigError, PolicyCfg, RunConfig, structured
 
 __all__ = ["ConfigError", "RunConfig", "register", "compose", "from_hydra", "from_argv", "check", "save", "load",
@@ -154,26 +154,15 @@ def from_argv(argv: list[str], prog: str, flags: dict[str, str] | None = None) -
     Other ``--key=value`` flags are returned as extras (e.g. ``--ready`` for the controller);
     ``flags`` describes them for ``--help``.
     """
-    extra, overrides, path = {}, [], None
-    it = iter(argv)
-    for a in it:
-        if a == "--config":
-            path = next(it, None)
-        elif a.startswith("--config="):
-            path = a.split("=", 1)[1]
-        elif a.startswith("--") and "=" in a:
-            k, v = a[2:].split("=", 1)
-            extra[k] = v
-        elif a in ("-h", "--help"):
-            from otfgen.controller import usage
+    path, extra, overrides, help_asked = cli.split_argv(argv)
+    if help_asked:
+        from otfgen.controller import usage
 
-            try:
-                print(usage.process_help(prog, flags or {}, [x for x in argv if not x.startswith("-")]))
-            except ConfigError as e:
-                raise SystemExit(f"{prog}: configuration error: {e}") from None
-            raise SystemExit(0)
-        else:
-            overrides.append(a)
+        try:
+            print(usage.process_help(prog, flags or {}, overrides))
+        except ConfigError as e:
+            raise SystemExit(f"{prog}: configuration error: {e}") from None
+        raise SystemExit(0)
     try:
         if path:
             if overrides:

@@ -12,6 +12,20 @@ def otfgen_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "otfgen.controller.main", *args]
 
 
+def drive_policy(policy, space, signal, requests: int, n: int = 256, seed: int = 0):
+    """Feed a policy ``requests`` requests of ``n`` samples with a crafted per-sample signal (plus
+    noise), as the trainer would report it: what the policy learns from, without a trainer."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for i in range(requests):
+        action = policy.act()
+        params, _ = space.sample(action, 1000 + i, n)
+        s = signal(params) + 0.3 * rng.standard_normal(n)
+        policy.observe(action, params, np.ones(n, np.float32), s.astype(np.float32))
+    return policy
+
+
 def proc_cmdlines() -> dict[int, str]:
     out = {}
     for d in Path("/proc").iterdir():

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import drive_policy
 from otfgen.blender_gen import families
 from otfgen.blender_gen.space import bin_index
 from otfgen.controller import policies
@@ -24,13 +25,7 @@ def crafted_signal(params) -> np.ndarray:
 
 
 def drive(policy, requests=300, n=256, seed=0):
-    rng = np.random.default_rng(seed)
-    for i in range(requests):
-        action = policy.act()
-        params, _ = SPACE.sample(action, 1000 + i, n)
-        s = crafted_signal(params) + 0.3 * rng.standard_normal(n)
-        policy.observe(action, params, np.ones(n, np.float32), s.astype(np.float32))
-    return policy
+    return drive_policy(policy, SPACE, crafted_signal, requests, n, seed)
 
 
 def thin_share(action, label: int, n=20000) -> float:

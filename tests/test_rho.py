@@ -5,6 +5,7 @@ a weak effect beside an overwhelming one, and stay uniform without evidence."""
 import numpy as np
 import pytest
 
+from conftest import drive_policy
 from otfgen.blender_gen import families
 from otfgen.blender_gen.space import bin_index
 from otfgen.controller import policies
@@ -14,13 +15,7 @@ CTX = {"num_classes": 10, "budget_requests": 200, "label_param": "label"}
 
 
 def drive(policy, signal, requests=120, n=256, seed=0, space=SPACE):
-    rng = np.random.default_rng(seed)
-    for i in range(requests):
-        action = policy.act()
-        params, _ = space.sample(action, 1000 + i, n)
-        s = signal(params) + 0.3 * rng.standard_normal(n)
-        policy.observe(action, params, np.ones(n, np.float32), s.astype(np.float32))
-    return policy
+    return drive_policy(policy, space, signal, requests, n, seed)
 
 
 def share(policy, name, pred, label=None, n=20000, draws=20, space=SPACE):

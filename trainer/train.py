@@ -318,13 +318,14 @@ def train(cfg: RunConfig, controller: str) -> dict:
         step_time = 0.0
         trained = 0  # generated samples trained on (fewer than consumed with trainer.select < 1)
         loss_ema = None
-        next_val = tc.val_every
+        val_every = schema.val_interval(tc.val_every, cfg.budget.samples)
+        next_val = val_every
         it = stream.iter_batches()
         if data.val_x is None:
             data.val_x, data.val_y = hold_out_from_stream(it, tc.val_stream_samples)
             log.info("trainer: device %s, validation on %d held-out generated samples (trainer.val_data=%s)",
                      device, len(data.val_y), STREAM)
-            next_val = stream.consumed * ranks.world + tc.val_every
+            next_val = stream.consumed * ranks.world + val_every
         measures = describe_validation(data.src, len(data.val_y))
         progress = Progress(cfg.budget.samples, wanted(cfg.launcher.progress) and ranks.main, tc.log_every_s)
 
@@ -364,7 +365,7 @@ def train(cfg: RunConfig, controller: str) -> dict:
 
             # -- validation, and what the policy's judges report --------------------------------------
             if ranks.main and (seen >= next_val or stream.consumed >= share):
-                next_val += tc.val_every
+                next_val += val_every
                 m = validate()
                 if data.reward_x is not None:
                     r = evaluate(net, data.reward_x, data.reward_y, device, num_classes)
@@ -438,22 +439,13 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m otfgen.trainer.train --config RUN/config.json [--controller=tcp://…]``: how a
     launcher starts the trainer, on a configuration it composed and checked. ``otfgen-train`` with
     Hydra overrides composes one first (otfgen.controller.main.train_main) and calls ``run``."""
-    argv = sys.argv[1:] if argv is None else argv
-    path, controller = None, None
-    it = iter(argv)
-    for a in it:
-        if a == "--config":
-            path = next(it, None)
-        elif a.startswith("--config="):
-            path = a.split("=", 1)[1]
-        elif a.startswith("--controller="):
-            controller = a.split("=", 1)[1]
-        else:
-            raise SystemExit(f"otfgen.trainer.train: unexpected argument '{a}': it takes --config RUN/config.json "
-                             "[--controller=tcp://HOST:PORT]; for Hydra overrides run otfgen-train")
-    if not path:
-        raise SystemExit("otfgen.trainer.train: --config RUN/config.json is required; for Hydra overrides run "
-                         "otfgen-train")
+    path, flags, overrides, _ = cli.split_argv(sys.argv[1:] if argv is None else argv)
+    unexpected = overrides + [f"--{k}" for k in flags if k != "controller"]
+    if unexpected or not path:
+        print(f"otfgen.trainer.train: takes --config RUN/config.json [--controller=tcp://HOST:PORT]"
+              f"{f', not {unexpected[0]}' if unexpected else ''}; for Hydra overrides run otfgen-train", file=sys.stderr)
+        raise SystemExit(cli.CANNOT_RUN)
+    controller = flags.get("controller")
     run(schema.load(path), controller)
 
 

@@ -30,6 +30,7 @@ from types import ModuleType
 import yaml
 
 from otfgen.blender_gen.space import ParamSpace
+from otfgen.configs import plugins
 from otfgen.configs.schema import PARAM_KEYS, ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -151,17 +152,14 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-def builtin() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
-
-
 @functools.lru_cache(maxsize=None)
+def builtin() -> tuple[str, ...]:
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")))
+
+
 def external() -> dict:
     """Entry points of group ``otfgen.families`` by name (installed packages; not imported yet)."""
-    from importlib.metadata import entry_points
-
-    inside = set(builtin())
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINTS) if ep.name not in inside}
+    return plugins.installed(ENTRY_POINTS, frozenset(builtin()))
 
 
 def available() -> list[str]:
@@ -174,10 +172,7 @@ def load(name: str) -> ModuleType:
     ep = external().get(name)
     if ep is None:
         raise UnknownFamily(f"unknown scene family '{name}'; available: {available()}")
-    try:
-        module = ep.load()
-    except Exception as e:  # the user's package: say which entry point, not a traceback from inside it
-        raise UnknownFamily(f"scene family '{name}' (entry point {ep.value}) failed to import: {e}") from e
+    module = plugins.load(ep, "scene family", UnknownFamily)
     missing = [a for a in REQUIRED if not hasattr(module, a)]
     if missing:
         raise UnknownFamily(f"scene family '{name}' ({ep.value}) lacks {missing}; a family module defines "

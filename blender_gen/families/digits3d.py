@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from otfgen.blender_gen import rng
+from otfgen.blender_gen.space import floats, ints
 from otfgen.blender_gen.families import batch_labels
 from otfgen.blender_gen.families.mnist2d import _C, _COUNT, _FIRST, SKELETONS, _catmull_rom_rows
 
@@ -40,50 +41,29 @@ NEEDS_BLENDER = True
 # are the ranges the renderer is known to draw well; nothing wider has been checked. A scene config
 # may narrow them.
 SPACE = {
-    "label": {"kind": "int", "low": 0, "high": 9, "default": 0,
-              "doc": "the digit class"},
-    "variant": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.0,
-                "doc": "style variant of the class's stroke skeleton (as in mnist2d)"},
-    "jitter": {"kind": "float", "low": 0.0, "high": 0.06, "default": 0.02,
-               "doc": "std of control-point displacement, in digit heights"},
-    "aspect": {"kind": "float", "low": 0.6, "high": 1.4, "default": 1.0,
-               "doc": "width multiplier of the skeleton"},
-    "slant": {"kind": "float", "low": -0.3, "high": 0.5, "default": 0.15,
-              "doc": "shear: horizontal lean per unit height"},
-    "thickness": {"kind": "float", "low": 0.06, "high": 0.2, "default": 0.12,
-                  "doc": "tube diameter, in digit heights"},
-    "yaw": {"kind": "float", "low": -25.0, "high": 25.0, "default": 0.0,
-            "doc": "in-plane rotation in degrees, positive clockwise on screen"},
-    "pitch": {"kind": "float", "low": -45.0, "high": 45.0, "default": 0.0,
-              "doc": "tilt about the horizontal axis, degrees (foreshortens vertically)"},
-    "roll": {"kind": "float", "low": -45.0, "high": 45.0, "default": 0.0,
-             "doc": "tilt about the vertical axis, degrees (foreshortens horizontally)"},
-    "distance": {"kind": "float", "low": 0.9, "high": 1.5, "default": 1.0,
-                 "doc": "camera distance relative to the nominal one (digit height 0.72 cell at 1.0)"},
-    "brightness": {"kind": "float", "low": 0.3, "high": 1.0, "default": 0.9,
-                   "doc": "albedo value (HSV V) of the digit material"},
-    "hue": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.0,
-            "doc": "hue of the digit material"},
-    "saturation": {"kind": "float", "low": 0.0, "high": 0.8, "default": 0.0,
-                   "doc": "saturation of the digit material"},
-    "roughness": {"kind": "float", "low": 0.1, "high": 1.0, "default": 0.6,
-                  "doc": "material roughness (low = glossy highlights)"},
-    "bg_level": {"kind": "float", "low": 0.0, "high": 0.35, "default": 0.02,
-                 "doc": "albedo of the background's light parts"},
-    "bg_contrast": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.5,
-                    "doc": "how much darker the background's dark parts are (0 = flat)"},
-    "bg_scale": {"kind": "float", "low": 1.0, "high": 20.0, "default": 5.0,
-                 "doc": "scale of the background noise texture (higher = finer)"},
-    "light_elevation": {"kind": "float", "low": 25.0, "high": 90.0, "default": 70.0,
-                        "doc": "sun elevation above the ground in degrees (azimuth is drawn from the seed)"},
-    "light_strength": {"kind": "float", "low": 1.5, "high": 6.0, "default": 3.5,
-                       "doc": "sun irradiance (W/m²)"},
-    "light_warmth": {"kind": "float", "low": -1.0, "high": 1.0, "default": 0.0,
-                     "doc": "light colour: -1 cool blue, 0 white, +1 warm orange"},
-    "blur": {"kind": "float", "low": 0.0, "high": 1.2, "default": 0.3,
-             "doc": "Gaussian camera blur std, pixels"},
-    "noise": {"kind": "float", "low": 0.0, "high": 0.06, "default": 0.01,
-              "doc": "sensor noise std, full scale"},
+    "label": ints(0, 9, 0, "the digit class"),
+    "variant": floats(0.0, 1.0, 0.0, "style variant of the class's stroke skeleton (as in mnist2d)"),
+    "jitter": floats(0.0, 0.06, 0.02, "std of control-point displacement, in digit heights"),
+    "aspect": floats(0.6, 1.4, 1.0, "width multiplier of the skeleton"),
+    "slant": floats(-0.3, 0.5, 0.15, "shear: horizontal lean per unit height"),
+    "thickness": floats(0.06, 0.2, 0.12, "tube diameter, in digit heights"),
+    "yaw": floats(-25.0, 25.0, 0.0, "in-plane rotation in degrees, positive clockwise on screen"),
+    "pitch": floats(-45.0, 45.0, 0.0, "tilt about the horizontal axis, degrees (foreshortens vertically)"),
+    "roll": floats(-45.0, 45.0, 0.0, "tilt about the vertical axis, degrees (foreshortens horizontally)"),
+    "distance": floats(0.9, 1.5, 1.0, "camera distance relative to the nominal one (digit height 0.72 cell at 1.0)"),
+    "brightness": floats(0.3, 1.0, 0.9, "albedo value (HSV V) of the digit material"),
+    "hue": floats(0.0, 1.0, 0.0, "hue of the digit material"),
+    "saturation": floats(0.0, 0.8, 0.0, "saturation of the digit material"),
+    "roughness": floats(0.1, 1.0, 0.6, "material roughness (low = glossy highlights)"),
+    "bg_level": floats(0.0, 0.35, 0.02, "albedo of the background's light parts"),
+    "bg_contrast": floats(0.0, 1.0, 0.5, "how much darker the background's dark parts are (0 = flat)"),
+    "bg_scale": floats(1.0, 20.0, 5.0, "scale of the background noise texture (higher = finer)"),
+    "light_elevation": floats(25.0, 90.0, 70.0, "sun elevation above the ground in degrees (azimuth is drawn from "
+                              "the seed)"),
+    "light_strength": floats(1.5, 6.0, 3.5, "sun irradiance (W/m²)"),
+    "light_warmth": floats(-1.0, 1.0, 0.0, "light colour: -1 cool blue, 0 white, +1 warm orange"),
+    "blur": floats(0.0, 1.2, 0.3, "Gaussian camera blur std, pixels"),
+    "noise": floats(0.0, 0.06, 0.01, "sensor noise std, full scale"),
 }
 
 log = logging.getLogger("otfgen.digits3d")

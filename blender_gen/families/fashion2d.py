@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from otfgen.blender_gen import rng
+from otfgen.blender_gen.space import choices, floats, ints
 from otfgen.blender_gen.families import batch_labels, distract
 
 NAME = "fashion2d"
@@ -41,46 +42,33 @@ LABEL_PARAM = "label"
 # switch on. Shape parameters are in normalised units [0, 1] and mean the analogous thing in
 # every class.
 SPACE = {
-    "label": {"kind": "int", "low": 0, "high": 9, "default": 0,
-              "doc": "0 T-shirt/top, 1 trouser, 2 pullover, 3 dress, 4 "
-                     "coat, 5 sandal, 6 shirt, 7 sneaker, 8 bag, 9 ankle boot"},
-    "width": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.5,
-              "doc": "body width (tops, dress bodice, trouser waist), sneaker toe "
-                     "bluntness, sandal strap spread, boot shaft width, bag height"},
-    "length": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.5,
-               "doc": "sleeve length, trouser rise, sandal strap reach, sneaker / boot height, bag handle height"},
-    "sleeve": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.5,
-               "doc": "sleeve width, trouser leg width, strap or sole thickness, bag handle thickness"},
-    "neckline": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.5,
-                 "doc": "neck opening / collar / lapel size, waistband "
-                        "height, shoe opening or collar, bag handle span"},
-    "heel": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.3,
-             "doc": "hem flare (tops, dress, trouser legs), heel height (sandal, boot), bag taper"},
-    "tilt": {"kind": "float", "low": -180.0, "high": 180.0, "default": 0.0,
-             "doc": "rotation in degrees about the frame centre"},
-    "fill": {"kind": "choice", "choices": ["flat", "gradient", "stripes", "checks", "spots", "print", "knit"],
-             "default": "flat", "doc": "procedural texture of the material"},
-    "pattern_scale": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.5,
-                      "doc": "texture period: 0 = 2 px, 1 = 12 px"},
-    "contrast": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.3,
-                 "doc": "texture depth: fraction of brightness the darkest texture removes"},
-    "brightness": {"kind": "float", "low": 0.05, "high": 1.0, "default": 0.75,
-                   "doc": "level of the material (1 = 255) before the image is stretched to peak at 255: low = "
-                          "a dim body inside a bright rim, as light products on the photos' white ground come out"},
-    "rim": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.8,
-            "doc": "level of the one-pixel band inside the outline (1 = 255), beside "
-                   "brightness for the body; the image is then stretched to peak at 255"},
-    "folds": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.1,
-              "doc": "depth of the soft darker fold bands"},
-    "noise": {"kind": "float", "low": 0.0, "high": 0.3, "default": 0.02,
-              "doc": "per-pixel grain std on the product, relative to its local level"},
-    "blur": {"kind": "float", "low": -1.0, "high": 1.6, "default": 0.3,
-             "doc": "3-tap blur strength (0 = sharp one-pixel edges, negative = sharpened, as Fashion-MNIST was)"},
-    "occlude": {"kind": "float", "low": 0.0, "high": 0.6, "default": 0.0,
-                "doc": "side of a background-coloured square hiding part "
-                       "of the image, as a fraction of the frame (0 = none)"},
-    "invert": {"kind": "choice", "choices": ["plain", "inverted"], "default": "plain",
-               "doc": "plain, or inverted (dark on light: real garments never are)"},
+    "label": ints(0, 9, 0, "0 T-shirt/top, 1 trouser, 2 pullover, 3 dress, 4 coat, 5 sandal, 6 shirt, 7 sneaker, 8 "
+                  "bag, 9 ankle boot"),
+    "width": floats(0.0, 1.0, 0.5, "body width (tops, dress bodice, trouser waist), sneaker toe bluntness, sandal "
+                    "strap spread, boot shaft width, bag height"),
+    "length": floats(0.0, 1.0, 0.5, "sleeve length, trouser rise, sandal strap reach, sneaker / boot height, bag "
+                     "handle height"),
+    "sleeve": floats(0.0, 1.0, 0.5, "sleeve width, trouser leg width, strap or sole thickness, bag handle thickness"),
+    "neckline": floats(0.0, 1.0, 0.5, "neck opening / collar / lapel size, waistband height, shoe opening or collar, "
+                       "bag handle span"),
+    "heel": floats(0.0, 1.0, 0.3, "hem flare (tops, dress, trouser legs), heel height (sandal, boot), bag taper"),
+    "tilt": floats(-180.0, 180.0, 0.0, "rotation in degrees about the frame centre"),
+    "fill": choices(['flat', 'gradient', 'stripes', 'checks', 'spots', 'print', 'knit'], 'flat', "procedural texture "
+                    "of the material"),
+    "pattern_scale": floats(0.0, 1.0, 0.5, "texture period: 0 = 2 px, 1 = 12 px"),
+    "contrast": floats(0.0, 1.0, 0.3, "texture depth: fraction of brightness the darkest texture removes"),
+    "brightness": floats(0.05, 1.0, 0.75, "level of the material (1 = 255) before the image is stretched to peak at "
+                         "255: low = a dim body inside a bright rim, as light products on the photos' white ground "
+                         "come out"),
+    "rim": floats(0.0, 1.0, 0.8, "level of the one-pixel band inside the outline (1 = 255), beside brightness for "
+                  "the body; the image is then stretched to peak at 255"),
+    "folds": floats(0.0, 1.0, 0.1, "depth of the soft darker fold bands"),
+    "noise": floats(0.0, 0.3, 0.02, "per-pixel grain std on the product, relative to its local level"),
+    "blur": floats(-1.0, 1.6, 0.3, "3-tap blur strength (0 = sharp one-pixel edges, negative = sharpened, as "
+                   "Fashion-MNIST was)"),
+    "occlude": floats(0.0, 0.6, 0.0, "side of a background-coloured square hiding part of the image, as a fraction "
+                      "of the frame (0 = none)"),
+    "invert": choices(['plain', 'inverted'], 'plain', "plain, or inverted (dark on light: real garments never are)"),
 }
 
 FILLS = ("flat", "gradient", "stripes", "checks", "spots", "print", "knit")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from otfgen.blender_gen import rng
+from otfgen.blender_gen.space import choices, floats, ints
 from otfgen.blender_gen.families import batch_labels, distract
 
 NAME = "mnist2d"
@@ -39,48 +40,31 @@ LABEL_PARAM = "label"
 # 3× the tuned width, rotation all the way round, and the distractors a new user would switch on.
 # Past them the renderer breaks (strokes leave the frame, NaNs), not merely looks wrong.
 SPACE = {
-    "label": {"kind": "int", "low": 0, "high": 9, "default": 0,
-              "doc": "the digit class"},
-    "variant": {"kind": "float", "low": 0.0, "high": 1.0, "default": 0.0,
-                "doc": "style variant of the class's stroke skeleton (0..1 spans the class's 2-5 variants)"},
-    "jitter": {"kind": "float", "low": 0.0, "high": 0.24, "default": 0.02,
-               "doc": "std of independent control-point displacement, in units of digit height"},
-    "tails": {"kind": "float", "low": 0.0, "high": 1.2, "default": 0.1,
-              "doc": "free stroke ends run on (up to +tails) or stop short (down "
-                     "to -tails/2) along their last segment, at random per end"},
-    "elastic": {"kind": "float", "low": 0.0, "high": 0.45, "default": 0.03,
-                "doc": "amplitude of the smooth random displacement field, in units of digit height"},
-    "proportion": {"kind": "float", "low": -1.5, "high": 1.5, "default": 0.0,
-                   "doc": "vertical warp y -> y^(2^p) of the skeleton (y down): "
-                          "> 0 moves the middle up (smaller top part), < 0 down"},
-    "aspect": {"kind": "float", "low": 0.3, "high": 2.5, "default": 1.0,
-               "doc": "width multiplier before normalisation"},
-    "slant": {"kind": "float", "low": -1.0, "high": 1.2, "default": 0.15,
-              "doc": "shear: horizontal lean per unit height, positive leans right"},
-    "rotation": {"kind": "float", "low": -180.0, "high": 180.0, "default": 0.0,
-                 "doc": "rotation in degrees, positive clockwise on screen"},
-    "thickness": {"kind": "float", "low": 0.5, "high": 10.0, "default": 2.8,
-                  "doc": "stroke width at half ink, in output pixels"},
-    "pressure": {"kind": "float", "low": 0.0, "high": 0.9, "default": 0.15,
-                 "doc": "relative pen-width variation along the stroke"},
-    "ink": {"kind": "float", "low": 1.0, "high": 80.0, "default": 15.0,
-            "doc": "edge hardness (saturation gain of the splats): high = hard "
-                   "one-pixel edges, low = soft wide edges; the core stays at intensity"},
-    "blur": {"kind": "float", "low": 0.0, "high": 2.0, "default": 0.2,
-             "doc": "extra splat std in pixels at constant stroke width: softer, greyer edges"},
-    "intensity": {"kind": "float", "low": 0.2, "high": 1.0, "default": 1.0,
-                  "doc": "level of the stroke core (1 = 255); crossings add no ink, as in binary scans"},
-    "noise": {"kind": "float", "low": 0.0, "high": 0.3, "default": 0.0,
-              "doc": "per-pixel noise std on the ink, relative to its level (the background stays black)"},
-    "box": {"kind": "float", "low": 8.0, "high": 28.0, "default": 20.0,
-            "doc": "side of the square the ink's bounding box is fitted into (MNIST: 20)"},
-    "shift": {"kind": "float", "low": 0.0, "high": 6.0, "default": 0.0,
-              "doc": "offset of the centre of mass from the frame centre, in pixels (random direction)"},
-    "occlude": {"kind": "float", "low": 0.0, "high": 0.6, "default": 0.0,
-                "doc": "side of a background-coloured square hiding part "
-                       "of the image, as a fraction of the frame (0 = none)"},
-    "invert": {"kind": "choice", "choices": ["plain", "inverted"], "default": "plain",
-               "doc": "plain, or inverted (dark on light: real digits never are)"},
+    "label": ints(0, 9, 0, "the digit class"),
+    "variant": floats(0.0, 1.0, 0.0, "style variant of the class's stroke skeleton (0..1 spans the class's 2-5 "
+                      "variants)"),
+    "jitter": floats(0.0, 0.24, 0.02, "std of independent control-point displacement, in units of digit height"),
+    "tails": floats(0.0, 1.2, 0.1, "free stroke ends run on (up to +tails) or stop short (down to -tails/2) along "
+                    "their last segment, at random per end"),
+    "elastic": floats(0.0, 0.45, 0.03, "amplitude of the smooth random displacement field, in units of digit height"),
+    "proportion": floats(-1.5, 1.5, 0.0, "vertical warp y -> y^(2^p) of the skeleton (y down): > 0 moves the middle "
+                         "up (smaller top part), < 0 down"),
+    "aspect": floats(0.3, 2.5, 1.0, "width multiplier before normalisation"),
+    "slant": floats(-1.0, 1.2, 0.15, "shear: horizontal lean per unit height, positive leans right"),
+    "rotation": floats(-180.0, 180.0, 0.0, "rotation in degrees, positive clockwise on screen"),
+    "thickness": floats(0.5, 10.0, 2.8, "stroke width at half ink, in output pixels"),
+    "pressure": floats(0.0, 0.9, 0.15, "relative pen-width variation along the stroke"),
+    "ink": floats(1.0, 80.0, 15.0, "edge hardness (saturation gain of the splats): high = hard one-pixel edges, low "
+                  "= soft wide edges; the core stays at intensity"),
+    "blur": floats(0.0, 2.0, 0.2, "extra splat std in pixels at constant stroke width: softer, greyer edges"),
+    "intensity": floats(0.2, 1.0, 1.0, "level of the stroke core (1 = 255); crossings add no ink, as in binary scans"),
+    "noise": floats(0.0, 0.3, 0.0, "per-pixel noise std on the ink, relative to its level (the background stays "
+                    "black)"),
+    "box": floats(8.0, 28.0, 20.0, "side of the square the ink's bounding box is fitted into (MNIST: 20)"),
+    "shift": floats(0.0, 6.0, 0.0, "offset of the centre of mass from the frame centre, in pixels (random direction)"),
+    "occlude": floats(0.0, 0.6, 0.0, "side of a background-coloured square hiding part of the image, as a fraction "
+                      "of the frame (0 = none)"),
+    "invert": choices(['plain', 'inverted'], 'plain', "plain, or inverted (dark on light: real digits never are)"),
 }
 
 P = 64  # pen positions per digit, shared by all templates (fixed cost per sample)

@@ -45,18 +45,16 @@ from typing import Any, List, Mapping, Optional
 import numpy as np
 
 from otfgen.blender_gen import protocol
+from otfgen.configs import plugins
 from otfgen.blender_gen.space import Param, ParamSpace, bin_index
 
 NAMES = ("uniform", "rho")  # built in; more come from entry points (examples/otfgen_baselines has five)
 ENTRY_POINTS = "otfgen.policies"  # name -> a module with POLICY (and ARGS), as the built-in ones
 
 
-@functools.lru_cache(maxsize=None)
 def external() -> dict:
     """Entry points of group ``otfgen.policies`` by name (a built-in name always wins)."""
-    from importlib.metadata import entry_points
-
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINTS) if ep.name not in NAMES}
+    return plugins.installed(ENTRY_POINTS, frozenset(NAMES))
 
 
 def names() -> tuple[str, ...]:
@@ -237,10 +235,7 @@ def _module(name: str):
     ep = external().get(name)
     if ep is None:
         raise ValueError(f"unknown policy '{name}'; available: {list(names())}")
-    try:
-        module = ep.load()
-    except Exception as e:  # the user's package: name the entry point rather than show its traceback
-        raise ValueError(f"policy '{name}' (entry point {ep.value}) failed to import: {e}") from e
+    module = plugins.load(ep, "policy", ValueError)
     policy = getattr(module, "POLICY", None)
     if not (isinstance(policy, type) and issubclass(policy, Policy)):
         raise ValueError(f"policy '{name}' ({ep.value}) defines no POLICY subclass of controller.policies.Policy")
