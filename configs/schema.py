@@ -165,6 +165,17 @@ STREAM = "stream"  # validate on the first trainer.val_stream_samples generated 
 REWARD = "reward"  # trainer.real_data=reward: train on the reward split's images themselves
 
 
+VAL_POINTS = 8  # validations a run makes at least when trainer.val_every is not given
+VAL_EVERY_MAX = 25_000
+
+
+def val_interval(val_every: int | None, budget: int) -> int:
+    """Samples between validations: ``trainer.val_every`` as given, else scaled to the budget."""
+    if val_every is not None:
+        return val_every
+    return max(1, min(VAL_EVERY_MAX, -(-budget // VAL_POINTS)))
+
+
 @dataclass(frozen=True)
 class TrainerCfg:
     batch_size: int = 128
@@ -177,7 +188,9 @@ class TrainerCfg:
     ranks: int = 1  # data-parallel trainer processes (torchrun, PyTorch DDP), each fed a disjoint share
     val_data: Optional[str] = None  # .npz / IDX path; None = the scene's val_data, else scikit-learn's real 8×8 digits
     val_stream_samples: int = 1024  # held out from the stream when validating on "stream"
-    val_every: int = 25_000  # samples between validations
+    # samples between validations; null = budget.samples / VAL_POINTS, at most VAL_EVERY_MAX, so a
+    # short run still draws a curve and a long one is not slowed by validating often
+    val_every: Optional[int] = None
     data_timeout_s: float = 60.0
     queue: int = 4  # decoded requests buffered ahead of the training step
     # few-real mode: k real labelled images per class mixed into every minibatch

@@ -27,6 +27,18 @@ def test_tick_labels_and_standard_error():
     assert standard_error(0.85, 1797) == pytest.approx(0.00842, abs=1e-5)
 
 
+def test_default_validation_interval_scales_with_the_budget():
+    from otfgen.configs.schema import val_interval
+    from otfgen.controller.config import compose
+
+    cfg = compose(["budget.samples=20000"])
+    assert val_interval(cfg.trainer.val_every, cfg.budget.samples) == 2500  # the smoke run: 8 points
+    assert val_interval(None, 200_000) == 25_000 and val_interval(None, 2_000_000) == 25_000
+    assert val_interval(None, 1000) == 125
+    cfg = compose(["budget.samples=20000", "trainer.val_every=20000"])  # as given
+    assert val_interval(cfg.trainer.val_every, cfg.budget.samples) == 20000
+
+
 @pytest.mark.slow
 def test_a_run_is_readable(tmp_path, env):
     pytest.importorskip("tensorboard")
