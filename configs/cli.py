@@ -16,11 +16,34 @@ CANNOT_RUN = 2  # a setting, a file or a key that cannot work: the process says 
 INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 
 
+def draws_on_terminal(stream) -> bool:
+    """``stream`` is a terminal with a width: where a progress bar can be drawn (a terminal that
+    reports 0 columns, as under ``script``, draws nothing)."""
+    try:
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class _Console(logging.StreamHandler):
+    """stderr. On a terminal each line first returns to the line's start and clears it: the
+    processes of a run share the terminal, and the trainer's progress bar sits on the last line
+    without a newline, so another process's line would otherwise be appended to the bar (which
+    redraws itself below at its next update)."""
+
+    def __init__(self):
+        super().__init__()
+        self.clear = draws_on_terminal(self.stream)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return ("\r\x1b[K" if self.clear else "") + super().format(record)
+
+
 def setup_logging(log_file: str | Path | None = None) -> None:
     """INFO and above to stderr and, when given (or named by $OTFGEN_LOG_FILE), appended to a file,
     both in LOG_FORMAT; an uncaught exception is logged too, so its traceback reaches the file."""
     log_file = log_file or os.environ.get(LOG_FILE_ENV) or None
-    console = logging.StreamHandler()
+    console = _Console()
     console.set_name(CONSOLE)
     handlers: list[logging.Handler] = [console]
     if log_file:

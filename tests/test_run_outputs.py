@@ -3,6 +3,7 @@ on a terminal (plain lines otherwise), a step on every metrics row, TensorBoard 
 
 import fcntl
 import json
+import logging
 import os
 import pty
 import re
@@ -84,10 +85,49 @@ def test_a_run_is_readable(tmp_path, env):
             assert w > h and h >= 400, (name, im.size)
 
 
-def _on_a_terminal(argv, env, timeout=240):
-    """Run with stdout and stderr on a pseudo-terminal (120 columns); everything it wrote."""
+def test_the_run_says_once_how_long_it_expects_to_take(monkeypatch, caplog):
+    from otfgen.trainer import progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    p = progress.Progress(20_000, bar=False, every_s=1e9)
+    with caplog.at_level("INFO", logger="otfgen.train"):
+        for done in range(128, 20_000, 128):  # 250 samples/s
+            clock[0] += 128 / 250
+            p.update(done, "", "trainer: %d", done)
+    lines = [r.getMessage() for r in caplog.records if "expects" in r.getMessage() or "takes about" in r.getMessage()]
+    # measured after 5% of the run (1,024 samples at 4 s is under 5 s: 1,280 at 5.1 s)
+    assert lines == ["trainer: at 250 samples/s this run takes about 1m20s in all, 1m15s from now "
+                     f"(done about {lines[0][-6:-1]})"], lines
+
+
+def test_console_lines_clear_the_terminal_line_first(monkeypatch):
+    """Every process of a run shares the terminal, where the trainer's bar has no newline yet."""
+    from otfgen.configs import cli
+
+    for cols, prefix in ((120, "\r\x1b[K"), (0, "")):  # a 0-column terminal draws no bar
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
+        with os.fdopen(slave, "w") as tty:
+            monkeypatch.setattr("sys.stderr", tty)
+            cli.setup_logging()
+            logging.getLogger("otfgen.test").info("a line")
+            tty.flush()
+            out = os.read(master, 4096).decode()
+        os.close(master)
+        assert re.match(re.escape(prefix) + r"\d{4}-", out) and out.rstrip().endswith("a line"), (cols, out)
+    cli.setup_logging()
+
+
+def _visible_lines(out: str) -> list[str]:
+    """What a terminal shows of each line: the text after its last carriage return."""
+    return [ln.rsplit("\r", 1)[-1].replace("\x1b[K", "") for ln in out.replace("\r\n", "\n").split("\n")]
+
+
+def _on_a_terminal(argv, env, timeout=240, cols=120):
+    """Run with stdout and stderr on a pseudo-terminal (``cols`` columns); everything it wrote."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
     p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
     os.close(slave)
     out = bytearray()
@@ -123,3 +163,19 @@ def test_progress_bar_with_an_eta_on_a_terminal(tmp_path, env):
     assert not re.search(r"trainer: +\d+ / 1024 samples", out)
     assert re.search(r"trainer: +\d+ / 1024 samples .* eta", (run_dir / "trainer.log").read_text())
     assert "val acc" in out and "otfgen: done" in out
+    # the finished bar shows once, and no process's line is written onto the bar's line
+    shown = _visible_lines(out)
+    assert sum("train: 100%" in ln for ln in shown) == 1, shown[-15:]
+    assert not [ln for ln in shown if "train:" in ln and " otfgen" in ln], shown[-15:]
+
+
+@pytest.mark.slow
+def test_a_terminal_without_columns_gets_plain_lines_and_a_short_run_a_curve(tmp_path, env):
+    """``script`` and some CI front-ends report 0 columns: tqdm draws nothing there. Without
+    trainer.val_every, 1,024 samples are validated 8 times."""
+    run_dir = tmp_path / "run"
+    code, out = _on_a_terminal(otfgen_cmd(f"hydra.run.dir={run_dir}", "budget.samples=1024", *SMALL), env, cols=0)
+    assert code == 0, out[-3000:]
+    assert re.search(r"trainer: +\d+ / 1024 samples .* eta", out) and "train: " not in out, out[-2000:]
+    val = [r for r in map(json.loads, open(run_dir / "metrics.jsonl")) if "val/acc" in r]
+    assert len(val) >= 8 and val[-1]["train/samples"] == 1024, [r["train/samples"] for r in val]

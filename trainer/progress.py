@@ -2,7 +2,8 @@
 
 With the bar shown, the trainer's other log lines are written above it (``tqdm.write``), and
 the periodic progress lines go to ``<run>/trainer.log`` only; without it, they are logged
-every ``every_s`` seconds like any other line.
+every ``every_s`` seconds like any other line. Either way, once the run has measured its own
+rate, one line says how long it expects to take.
 """
 
 from __future__ import annotations
@@ -16,9 +17,16 @@ from otfgen.configs import cli
 log = logging.getLogger("otfgen.train")
 
 
+# the rate is measured once this share of the run is done (and EXPECT_MIN_S have passed, so that
+# start-up does not dominate it), or after EXPECT_AFTER_S, whichever comes first
+EXPECT_SHARE, EXPECT_MIN_S, EXPECT_AFTER_S = 0.05, 5.0, 30.0
+
+
 def wanted(enabled: bool) -> bool:
-    """A bar only when asked for (``launcher.progress``) and stderr is a terminal."""
-    return enabled and sys.stderr.isatty()
+    """A bar only when asked for (``launcher.progress``), stderr is a terminal, and that terminal
+    has a width: one that reports 0 columns (``script``, some CI and notebook front-ends) gets
+    tqdm's empty bar, so it gets the plain lines instead."""
+    return enabled and cli.draws_on_terminal(sys.stderr)
 
 
 def eta(seconds: float) -> str:
@@ -49,6 +57,7 @@ class Progress:
         self.total, self.every_s = total, every_s
         self.t0 = self.last = time.perf_counter()
         self.bar = None
+        self.expected = False  # the "expects to take" line was logged
         self._swapped: tuple[logging.Handler, logging.Handler] | None = None
         if bar:
             from tqdm import tqdm
@@ -70,6 +79,14 @@ class Progress:
         if self.bar is not None:
             self.bar.update(done - self.bar.n)
             self.bar.set_postfix_str(postfix, refresh=False)
+        elapsed = now - self.t0
+        if not self.expected and 0 < done < self.total and (
+                elapsed >= EXPECT_AFTER_S or (done >= EXPECT_SHARE * self.total and elapsed >= EXPECT_MIN_S)):
+            self.expected = True
+            rate = done / elapsed
+            left = (self.total - done) / rate
+            log.info("trainer: at %.0f samples/s this run takes about %s in all, %s from now (done about %s)",
+                     rate, eta(elapsed + left), eta(left), time.strftime("%H:%M", time.localtime(time.time() + left)))
         if now - self.last >= self.every_s:
             self.last = now
             rate = done / max(now - self.t0, 1e-9)

@@ -362,6 +362,10 @@ def train(cfg: RunConfig, controller: str) -> dict:
                             "trainer: %7d / %d samples (%.0f%%)  loss %.3f  %.0f samples/s  data wait %.1f%%",
                             seen, cfg.budget.samples, 100 * stream.consumed / share, loss_ema,
                             seen / (time.perf_counter() - t_start), wait)
+            if stream.consumed >= share:
+                # the finished bar is drawn once, ending its line, before the last validation's
+                # line and the lines the controller and workers write as they stop
+                progress.close()
 
             # -- validation, and what the policy's judges report --------------------------------------
             if ranks.main and (seen >= next_val or stream.consumed >= share):
