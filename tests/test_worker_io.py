@@ -196,9 +196,8 @@ def test_hello_welcome_credits_batches_stop_on_the_io_thread(ctx, sockets):
         hello = fake.wait_for("hello")
         assert hello["worker"] == WID and hello["pid"] == os.getpid()
         assert fake.ident == WID.encode()
-        time.sleep(0.7)
-        fake.pump()
-        assert "heartbeat" in fake.kinds() and "credit" not in fake.kinds()  # no credit before the welcome
+        fake.wait_for("heartbeat")  # polled: a loaded machine may send the first one late
+        assert "credit" not in fake.kinds()  # no credit before the welcome (it would come before the heartbeat)
         fake.welcome([ep for _, ep in pulls])
         assert fake.wait_for("credit")["n"] == 3
         sent = {0: fake.request(0, n=16, rank=0), 1: fake.request(1, n=8, rank=1)}
@@ -232,6 +231,37 @@ def test_hello_welcome_credits_batches_stop_on_the_io_thread(ctx, sockets):
     assert_one_thread_owns_the_sockets(sockets, n_push=2)
 
 
+def test_out_of_range_parameters_are_answered_failed_and_the_worker_goes_on(ctx, sockets):
+    """Bad input reaching a worker (a parameter beyond its declared range, a label no class has):
+    the request is answered "failed" with the parameter's name, nothing reaches the trainer for it,
+    and the next request is rendered as usual."""
+    fake = FakeController(ctx)
+    pull, pull_ep = _pull(ctx)
+    space = families.default_space(FAMILY)
+    try:
+        s = start_worker(fake, pull_ep)
+        for rid, (name, value) in enumerate((("thickness", space["thickness"].high + 1.0), ("label", 10))):
+            params, seeds = space.sample(None, 7 + rid, 4)
+            params[name] = params[name].copy()
+            params[name][1] = value
+            pfields, parrays = protocol.pack_params(params)
+            mark = len(fake.got)
+            fake.send("request", {"id": rid, "family": FAMILY, "n": 4, "rank": 0, **pfields},
+                      {"seeds": seeds, **parrays})
+            failed = fake.wait_for("failed", after=mark)
+            assert failed["id"] == rid and f"'{name}'" in failed["error"], failed.fields
+        mark = len(fake.got)
+        fake.request(2, n=8)
+        assert fake.wait_for("done", after=mark)["id"] == 2
+        assert _recv_batch(pull)["id"] == 2  # the first batch to reach the trainer: none for the failed ones
+        assert "done" not in [m.kind for _, m in fake.got[:mark]]
+        stop_cleanly(fake, s)
+    finally:
+        fake.close()
+        pull.close()
+    assert_one_thread_owns_the_sockets(sockets, n_push=1)
+
+
 def test_configure_runs_on_the_serving_thread_before_credits_while_heartbeats_flow(ctx, sockets, monkeypatch):
     seen = {}
 
@@ -248,13 +278,17 @@ def test_configure_runs_on_the_serving_thread_before_credits_while_heartbeats_fl
     try:
         s = Serve(fake.endpoint, silent_after_s=10)
         fake.wait_for("hello")
+        fake.pump()
+        mark = len(fake.got)
         fake.welcome([pull_ep], render={"quality": 1}, heartbeat_s=0.1)
         credit = fake.wait_for("credit")
         credit_at = next(t for t, m in fake.got if m is credit)
         assert seen["thread"] == "serve-main" and seen["options"] == {"quality": 1}
         assert credit_at >= seen["end"], "credits granted before the family was configured"
-        beats = [t for t, m in fake.got if m.kind == "heartbeat" and seen["start"] < t < seen["end"]]
-        assert len(beats) >= 5, f"only {len(beats)} heartbeats during a 1 s configure"
+        # counted in the order the worker sent them, not by when this thread read them: between the
+        # welcome and the credit lies the 1 s configure (and, at most, the one heartbeat before it)
+        beats = [m for _, m in fake.got[mark:] if m.kind == "heartbeat" or m is credit]
+        assert beats[-1] is credit and len(beats) - 1 >= 5, f"only {len(beats) - 1} heartbeats during a 1 s configure"
         stop_cleanly(fake, s)
     finally:
         fake.close()
@@ -274,13 +308,17 @@ def test_heartbeats_flow_during_a_long_render(ctx, sockets, monkeypatch):
     pull, pull_ep = _pull(ctx)
     try:
         s = start_worker(fake, pull_ep, heartbeat_s=0.1)
+        fake.pump()
+        mark = len(fake.got)
         asked = time.monotonic()
         fake.request(0)
         done = fake.wait_for("done")
         done_at = next(t for t, m in fake.got if m is done)
         assert done_at - asked >= 1.0
-        beats = [t for t, m in fake.got if m.kind == "heartbeat" and asked < t < done_at]
-        assert len(beats) >= 5, f"only {len(beats)} heartbeats during a 1 s render"
+        # in the order the worker sent them (not timed at read): before its "done", after the request
+        kinds = [m.kind for _, m in fake.got[mark:]]
+        beats = kinds[:kinds.index("done")].count("heartbeat")
+        assert beats >= 5, f"only {beats} heartbeats during a 1 s render"
         assert _recv_batch(pull)["id"] == 0
         stop_cleanly(fake, s)
     finally:
@@ -356,6 +394,27 @@ def test_interrupt_while_rendering_stops_the_io_thread_which_closes_its_sockets(
     assert_one_thread_owns_the_sockets(sockets, n_push=1)
 
 
+def _wait_blocked_in_send(thread_name: str, timeout_s: float = 20.0, for_s: float = 0.3) -> None:
+    """Until the thread has been inside a socket send for ``for_s`` without leaving it: polled on
+    its stack, not guessed with a sleep."""
+    thread = next(t for t in threading.enumerate() if t.name == thread_name)
+    deadline, since = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(thread.ident)
+        names = set()
+        while frame is not None:
+            names.add(frame.f_code.co_name)
+            frame = frame.f_back
+        if "send_multipart" in names:
+            since = since or time.monotonic()
+            if time.monotonic() - since >= for_s:
+                return
+        else:
+            since = None
+        time.sleep(0.01)
+    raise AssertionError(f"{thread_name} never blocked in a send within {timeout_s} s")
+
+
 def test_a_stuck_io_thread_keeps_its_sockets(ctx, sockets, monkeypatch, caplog):
     """The I/O thread is blocked sending to a trainer that is not there when Ctrl-C comes: the main
     thread waits, logs and leaves; the sockets stay the I/O thread's, which closes them once free."""
@@ -368,7 +427,7 @@ def test_a_stuck_io_thread_keeps_its_sockets(ctx, sockets, monkeypatch, caplog):
         if len(calls) == 1:
             time.sleep(1.0)  # meanwhile the I/O thread queues all 12 requests for this thread
         if len(calls) == 12:
-            time.sleep(0.5)  # the I/O thread is blocked in a PUSH send by now (SNDHWM 4, nobody listens)
+            _wait_blocked_in_send(f"{WID}-io")  # SNDHWM 4, nobody listens
             raise KeyboardInterrupt
         return render(self, params, seeds)
 
