@@ -255,6 +255,7 @@ def serve_main(argv: list[str]) -> int:
         log.error("configuration error: %s", e)
         return cli.CANNOT_RUN
     cfg = config_mod.with_run_dir(cfg, cfg.run_dir or config_mod.default_run_dir("stream"))
+    cli.setup_logging(Path(cfg.run_dir) / "launcher.log")  # as every child: <run>/<name>.log
     cluster = LocalCluster(cfg)
     try:
         endpoint = cluster.start_controller_and_workers()

@@ -129,13 +129,19 @@ def test_dataloader_workers_share_the_stream_exactly_once(tmp_path, start):
 
 
 @pytest.mark.slow
-def test_a_second_pass_is_a_clear_error(tmp_path):
-    with Stream.local([f"run_dir={tmp_path}", "budget.samples=512", *SMALL]) as stream:
+def test_a_second_pass_is_a_clear_error(tmp_path, capfd):
+    # echo_logs=False: the controller's and workers' lines stay in the run directory's logs
+    with Stream.local([f"run_dir={tmp_path}", "budget.samples=512", *SMALL], echo_logs=False) as stream:
+        assert stream.run_dir == tmp_path
         first = sum(len(y) for _, y in DataLoader(stream, batch_size=None))
         with pytest.raises(StreamError, match="already been iterated"):
             for _ in DataLoader(stream, batch_size=None):
                 pass
     assert first == 512
+    assert " otfgen." not in capfd.readouterr().err
+    for name, logger in (("launcher", "otfgen.launcher"), ("controller", "otfgen.controller"),
+                         ("worker-0", "otfgen.worker")):
+        assert f" {logger} INFO " in (tmp_path / f"{name}.log").read_text(), name
 
 
 SCRIPT = """

@@ -286,14 +286,19 @@ class Stream(IterableDataset):
         return cls(controller, **kwargs)
 
     @classmethod
-    def local(cls, overrides: list[str] | None = None, **kwargs) -> "Stream":
+    def local(cls, overrides: list[str] | None = None, echo_logs: bool = True, **kwargs) -> "Stream":
         """Start a controller and workers on this machine (Hydra overrides as for ``otfgen``), through
         ``otfgen serve`` in a process of its own: the trainer never imports the controller. They stop
         with ``close()`` (or the ``with`` block), when the stream is garbage-collected, at
-        interpreter exit, or when this process dies (the service sees its standard input close)."""
+        interpreter exit, or when this process dies (the service sees its standard input close).
+
+        ``stream.run_dir`` is the run directory (``run_dir=`` among the overrides, else
+        ``outputs/<date>/<time>-stream`` under the working directory). Their log lines are always in
+        ``<run_dir>/<name>.log`` (launcher, controller, worker-N); ``echo_logs=False`` keeps them
+        out of this process's stderr (a start-up error is still raised with its message)."""
         services = subprocess.Popen([sys.executable, "-m", "otfgen.controller.main", "serve", *(overrides or [])],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        last_error = _forward_lines(services.stderr)
+        last_error = _forward_lines(services.stderr, echo_logs)
         line = services.stdout.readline()
         if not line:
             code = services.wait()
@@ -520,14 +525,16 @@ class Stream(IterableDataset):
         self._send_back("metrics", {"metrics": metrics})
 
 
-def _forward_lines(pipe) -> list[str]:
-    """Copy a child's stderr to ours from a daemon thread. The returned list holds the message of
-    its last ERROR line: why it stopped, for the exception if it fails to start."""
+def _forward_lines(pipe, echo: bool = True) -> list[str]:
+    """Read a child's stderr from a daemon thread, copying it to ours when ``echo`` (read either
+    way, so the child never blocks on a full pipe). The returned list holds the message of its
+    last ERROR line: why it stopped, for the exception if it fails to start."""
     last = [""]
 
     def copy() -> None:
         for text in pipe:
-            sys.stderr.write(text)
+            if echo:
+                sys.stderr.write(text)
             if " ERROR " in text:
                 last[0] = text.split(" ERROR ", 1)[1].strip()
 
