@@ -90,6 +90,15 @@ def alive(pids: set[int]) -> set[int]:
     return out
 
 
+def alive_after(pids: set[int], timeout: float = 10.0) -> set[int]:
+    """The ones still running once they are all gone or ``timeout`` has passed: polled, not a fixed
+    sleep that a loaded machine outlasts."""
+    deadline = time.monotonic() + timeout
+    while (left := alive(pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 def ctrl_c(proc: subprocess.Popen, timeout: float = 60) -> str:
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     return finish(proc, timeout)

@@ -10,7 +10,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from launch_helpers import (alive, ctrl_c, descendants, finish, matching, replay, start, stream_ids,  # noqa: E402
+from launch_helpers import (alive, alive_after, ctrl_c, descendants, finish, matching, replay, start, stream_ids,  # noqa: E402
                             wait_for_requests)
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -71,8 +71,7 @@ def test_ctrl_c_leaves_no_actor_or_raylet(tmp_path, env):
     assert matching(info["temp_dir"]) and any("raylet" in open(f"/proc/{p}/cmdline").read() for p in alive(tree))
     out = ctrl_c(proc)
     assert proc.returncode == 130, out[-3000:]
-    time.sleep(0.5)
-    assert not alive(tree), out[-3000:]  # controller, trainer, raylet, GCS, the actors' processes
+    assert not alive_after(tree), out[-3000:]  # controller, trainer, raylet, GCS, the actors' processes
     assert not matching(info["temp_dir"]) and not matching(info["namespace"])
 
 

@@ -3,13 +3,12 @@
 import json
 import os
 import signal
-import time
 
 import pytest
 
 pytest.importorskip("submitit")
 
-from launch_helpers import (alive, ctrl_c, descendants, finish, matching, replay, start, stream_ids,  # noqa: E402
+from launch_helpers import (alive_after, ctrl_c, descendants, finish, matching, replay, start, stream_ids,  # noqa: E402
                             wait_for_requests)
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -66,6 +65,5 @@ def test_ctrl_c_cancels_every_job(tmp_path, env):
     assert len(_jobs(run_dir)) == 2
     out = ctrl_c(proc)
     assert proc.returncode == 130, out[-3000:]
-    time.sleep(0.5)
-    assert not alive(tree), out[-3000:]
+    assert not alive_after(tree), out[-3000:]
     assert not _jobs(run_dir) and not matching(str(run_dir / "submitit"))
