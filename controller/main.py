@@ -43,7 +43,7 @@ def _hydra_main() -> int:
     from hydra.core.hydra_config import HydraConfig
 
     config_mod.register()
-    result = {"code": 1}
+    result = {"code": None}  # None: Hydra answered a flag of its own (--cfg job, --info) and ran no task
 
     # Hydra's own errors are several lines and exit 1: compose once first, so that every start-up
     # error is one line and exit code 2 (Hydra's flags, e.g. --help, and hydra.* keys are its own)
@@ -62,11 +62,24 @@ def _hydra_main() -> int:
             cli.setup_logging(Path(cfg.run_dir) / "launcher.log")  # as every child: <run>/<name>.log
         except (config_mod.ConfigError, ValueError, LookupError) as e:
             result["code"] = _startup_error(e)
+            _remove_unstarted(Path(HydraConfig.get().runtime.output_dir))
             return
         result["code"] = make_cluster(cfg).run()
 
     app()
-    return result["code"]
+    return 0 if result["code"] is None else result["code"]
+
+
+def _remove_unstarted(run_dir: Path) -> None:
+    """A run that never started leaves no directory: Hydra made it and its .hydra/ before the checks."""
+    import shutil
+
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra"}:
+        shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass
 
 
 def _startup_error(e: Exception) -> int:

@@ -45,6 +45,13 @@ def test_otfgen_help_names_its_subcommands_and_settings(env):
     assert bad.returncode == 2 and "trainer.lrr" in bad.stderr
 
 
+def test_hydra_cfg_flag_prints_the_config_and_succeeds(tmp_path, env):
+    p = subprocess.run([*script_cmd("otfgen"), "--cfg", "job", "budget.samples=1234"], env=env, capture_output=True,
+                       text=True, timeout=60, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "samples: 1234" in p.stdout and not (tmp_path / "outputs").exists()
+
+
 @pytest.mark.parametrize("sub", ["preview", "export", "replay", "keys", "compare", "serve"])
 def test_every_subcommand_answers_help(sub, env):
     p = subprocess.run([*script_cmd("otfgen"), sub, "--help"], env=env, capture_output=True, text=True, timeout=60)

@@ -123,3 +123,12 @@ def test_replay_out_points_to_export(run, tmp_path, env):
     assert p.returncode == 2 and "otfgen export" in p.stderr
     p = subprocess.run(otfgen_cmd("replay", str(run)), env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and json.loads(p.stdout)["matched"] == 4
+
+
+def test_replay_of_a_run_without_digests_says_it_checked_nothing(trained_run, env):
+    # a Stream.local run: the user's loop wrote no stream.jsonl, so replay has nothing to compare
+    src, _ = trained_run
+    assert not (src / "stream.jsonl").exists()
+    p = subprocess.run(otfgen_cmd("replay", str(src)), env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and json.loads(p.stdout)["digests_recorded"] == 0
+    assert "nothing was checked" in p.stderr

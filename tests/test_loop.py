@@ -181,7 +181,7 @@ def test_bad_configuration_fails_at_start_with_the_key(tmp_path, env, overrides,
     assert p.returncode == 2, p.stderr[-2000:]
     assert len(errors) == 1 and needle in errors[0], p.stderr[-2000:]
     assert "Traceback" not in p.stderr
-    assert not (run_dir / "endpoints.json").exists()  # no process was started
+    assert not run_dir.exists()  # no process was started, and no empty run directory is left behind
 
 
 def test_stream_as_a_library_dataset(tmp_path):
