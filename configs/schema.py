@@ -138,7 +138,34 @@ def unknown_key(key: str) -> str:
     owners = [n for n, cls in LAUNCHERS.items() if name in {f.name for f in fields(cls)}] if section == "launcher" else []
     if owners:
         return f"unknown key '{key}': an option of launcher={' / '.join(owners)} only"
-    return f"unknown key '{key}' (check its spelling; `otfgen --help` lists the settings)"
+    near = did_you_mean(key.rpartition(".")[2], _known_keys(key.rpartition(".")[0]))
+    prefix = key.rpartition(".")[0] + "." if "." in key else ""
+    hint = f"did you mean {prefix}{near}? " if near else "check its spelling; "
+    return f"unknown key '{key}' ({hint}`otfgen --help` lists the settings)"
+
+
+def did_you_mean(name: str, known) -> str | None:
+    """The known name closest to a mistyped one, if any is close."""
+    import difflib
+
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _known_keys(section: str) -> list[str]:
+    """The keys the schema declares under a dotted section ("" = the top level; "launcher": every
+    launcher's); none where the section is not a dataclass of the schema (scene.params, policy.options)."""
+    classes = [RunConfig]
+    for part in section.split(".") if section else []:
+        if part == "launcher" and classes == [RunConfig]:
+            classes = list(LAUNCHERS.values())
+            continue
+        types = [f.default_factory for c in classes for f in fields(c) if f.name == part
+                 and callable(getattr(f, "default_factory", None))]
+        classes = [t for t in types if isinstance(t, type) and is_dataclass(t)]
+        if not classes:
+            return []
+    return sorted({f.name for c in classes for f in fields(c)})
 
 
 @dataclass(frozen=True)

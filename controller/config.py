@@ -134,7 +134,9 @@ def one_line(e: BaseException) -> str:
     m = re.match(r"In '[^']*': Could not find '([^/']+)/([^']+)'", text)
     if m:
         options = re.findall(r"^\t(\S+)$", text, flags=re.M)
-        return f"{m.group(1)}={m.group(2)}: no such config; available: {', '.join(options)}"
+        near = schema.did_you_mean(m.group(2), options)
+        return (f"{m.group(1)}={m.group(2)}: no such config; available: {', '.join(options)}"
+                + (f"; did you mean {m.group(1)}={near}?" if near else ""))
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
     detail = next((ln.strip() for ln in cause.splitlines() if ln.strip()), "")
     if e.__cause__ is not None and "raised while composing" in first:

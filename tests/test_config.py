@@ -33,6 +33,11 @@ def test_unknown_keys_are_refused_with_their_name(overrides, key):
     (["policy=nope"], "policy=nope: no such config; available: align, bandit, match, ppo, realism, rho, uniform"),
     (["trainer.lr=abc"], "trainer.lr=abc"),
     (["policy=bandit", "policy.options.floor=abc"], "policy.options.floor=abc"),
+    # typos get the nearest name
+    (["scene=mnist2"], "available: digits3d, fashion2d, fashion2d_wide, mnist2d, mnist2d_wide, shapes3d; "
+                       "did you mean scene=mnist2d?"),
+    (["trainer.lr_=1"], "unknown key 'trainer.lr_' (did you mean trainer.lr?"),
+    (["+budget.sample=1"], "unknown key 'budget.sample' (did you mean budget.samples?"),
 ])
 def test_hydra_errors_are_one_line(overrides, needle):
     with pytest.raises(ConfigError) as e:
