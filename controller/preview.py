@@ -48,6 +48,17 @@ def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     return own, overrides
 
 
+def scene_config(overrides: list[str]) -> str:
+    """The scene config a preview composes: the last ``scene=NAME`` override, else the default's."""
+    chosen = [a.split("=", 1)[1] for a in overrides if a.startswith("scene=")]
+    if chosen:
+        return chosen[-1]
+    import yaml
+
+    defaults = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "config.yaml").read_text())["defaults"]
+    return next(d["scene"] for d in defaults if isinstance(d, dict) and "scene" in d)
+
+
 def sweep_values(p, steps: int) -> tuple[np.ndarray, list[str]]:
     """The values of one row each: (values in the parameter's dtype, their labels)."""
     if p.kind == "choice":
@@ -139,9 +150,12 @@ def preview(argv: list[str]) -> Path:
     secs = time.perf_counter() - t0
     sweep = own.get("sweep")
     what = f"sweep {sweep}, {cols} samples per row" if sweep else "uniform over the scene's ranges"
-    title = f"{cfg.scene.name}: {len(labels)} samples, {what}, seed {cfg.seed}"
+    scene = scene_config(overrides)
+    shown = scene if scene == cfg.scene.name else f"{scene} (family {cfg.scene.name})"
+    title = f"{shown}: {len(labels)} samples, {what}, seed {cfg.seed}"
     png = grid_png(images, labels, getattr(family, "CLASSES", None), cols, title, row_labels)
-    name = f"{cfg.scene.name}-{sweep}.png" if sweep else f"{cfg.scene.name}.png"
+    # named by the scene config, not the family: fashion2d_wide's grid must not overwrite fashion2d's
+    name = f"{scene}-{sweep}.png" if sweep else f"{scene}.png"
     out = Path(own.get("out") or Path("outputs") / "preview" / name)
     out.parent.mkdir(parents=True, exist_ok=True)
     png.save(out)

@@ -132,3 +132,18 @@ def test_replay_of_a_run_without_digests_says_it_checked_nothing(trained_run, en
     p = subprocess.run(otfgen_cmd("replay", str(src)), env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and json.loads(p.stdout)["digests_recorded"] == 0
     assert "nothing was checked" in p.stderr
+
+
+def test_export_index_names_the_family_classes(tmp_path):
+    from otfgen.blender_gen.families import fashion2d
+    from otfgen.controller import export
+
+    run = tmp_path / "run"
+    run.mkdir()
+    header = {"kind": "header", "family": "fashion2d", "space": fashion2d.SPACE}
+    request = {"kind": "request", "id": 0, "family": "fashion2d", "n": 4, "seed": 0, "action": {}, "worker": "w0",
+               "step": 0}
+    (run / "params.jsonl").write_text(json.dumps(header) + "\n" + json.dumps(request) + "\n")
+    export.export(run, tmp_path / "out", "npz", 10)
+    classes = json.loads((tmp_path / "out" / "index.json").read_text())["classes"]
+    assert classes[0] == "T-shirt/top" and classes[9] == "ankle boot" and len(classes) == 10

@@ -1,6 +1,7 @@
 """``otfgen preview``: a labelled PNG grid of a scene in seconds, with no trainer and no sockets."""
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,16 @@ def test_sweep_gives_one_row_per_value_and_rows_differ(tmp_path, env):
             assert np.abs(rows[a].astype(int) - rows[b]).mean() > 1, (a, b)
     # thicker strokes: more ink from the first row to the last
     assert rows[-1].mean() > rows[0].mean()
+
+
+def test_preview_is_named_and_titled_by_its_scene_config(tmp_path, env):
+    # scene=fashion2d_wide is family fashion2d: its grid must not overwrite scene=fashion2d's
+    p = subprocess.run(otfgen_cmd("preview", "scene=fashion2d_wide", "n=4", "sweep=tilt", "steps=2"), env=env,
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == str(Path("outputs") / "preview" / "fashion2d_wide-tilt.png")
+    assert not (tmp_path / "outputs" / "preview" / "fashion2d-tilt.png").exists()
+    assert preview.scene_config(["n=4"]) == "mnist2d"  # the default scene config, config.yaml's
 
 
 def test_sweep_values_cover_the_range_or_each_choice():

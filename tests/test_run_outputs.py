@@ -85,6 +85,32 @@ def test_a_run_is_readable(tmp_path, env):
             assert w > h and h >= 400, (name, im.size)
 
 
+def test_plots_name_the_classes_the_family_names(tmp_path):
+    from otfgen.trainer import plots
+    from otfgen.trainer.train import class_names
+
+    names = class_names("fashion2d", 10)
+    assert names[0] == "T-shirt/top" and names[9] == "ankle boot"
+    assert class_names("mnist2d", 10) is None  # digits are their own names
+    history = [{"train/samples": 128 * i, "train/loss": 1.0, "val/loss": 1.0, "val/acc_class": [0.5] * 10}
+               for i in (1, 2)]
+    import matplotlib.pyplot as plt
+
+    shown = []
+    real_savefig = plt.Figure.savefig
+
+    def savefig(fig, *a, **k):
+        shown.extend(t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts())
+        return real_savefig(fig, *a, **k)
+
+    plt.Figure.savefig = savefig
+    try:
+        plots.curves(history, tmp_path / "curves.png", class_names=names)
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert "ankle boot" in shown
+
+
 def test_the_run_says_once_how_long_it_expects_to_take(monkeypatch, caplog):
     from otfgen.trainer import progress
 

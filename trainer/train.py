@@ -401,11 +401,12 @@ def train(cfg: RunConfig, controller: str) -> dict:
     torch.save({"model": net.state_dict(), **saved, "samples": seen,
                 "val": {k: v for k, v in history[-1].items() if k.startswith("val/")}}, run_dir / "checkpoint.pt")
     title = f"{cfg.scene.name}, {cfg.policy.name} policy"
+    names = class_names(cfg.scene.name, num_classes)
     plots.accuracy_curve(history, run_dir / "val_accuracy.png", title=title,
                          measures=f"on {measures}\nband: ±1 standard error from n; successive points also move with training")
-    plots.curves(history, run_dir / "curves.png", title=title)
+    plots.curves(history, run_dir / "curves.png", title=title, class_names=names)
     panels = grids.panels(seen)
-    plots.labelled_grids(panels, run_dir / "samples.png")
+    plots.labelled_grids(panels, run_dir / "samples.png", class_names=names)
     if board is not None:
         board.grid("samples/first", panels[0][1], 0)
         board.grid("samples/last", panels[1][1], seen)
@@ -423,6 +424,17 @@ def train(cfg: RunConfig, controller: str) -> dict:
                  "from the MNIST site): otfgen-eval --checkpoint %s --data PATH/t10k-images-idx3-ubyte.gz",
                  run_dir / "checkpoint.pt")
     return final
+
+
+def class_names(family: str, num_classes: int) -> list[str] | None:
+    """The family's names for its classes (its ``CLASSES``), where it has them for every class."""
+    from otfgen.blender_gen import families
+
+    try:
+        names = getattr(families.load(family), "CLASSES", None)
+    except families.UnknownFamily:  # a family the controller knows but this process cannot load
+        return None
+    return list(names) if names and len(names) == num_classes else None
 
 
 def _validate(model, val_x, val_y, device, num_classes, stream: Stream, t_start, step_time, loss_ema,

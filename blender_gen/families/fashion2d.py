@@ -35,6 +35,8 @@ from otfgen.blender_gen.families import batch_labels, distract
 NAME = "fashion2d"
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
+# Fashion-MNIST's class names, by label: what plots, previews and exports call each class
+CLASSES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
 LABEL_PARAM = "label"
 # Each parameter: its kind, the widest range it may take (or every choice), default and doc. A
 # scene config narrows the ranges (configs/scene/fashion2d.yaml to a tuned prior); these reach
