@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 
+from conftest import needs_extra
 from otfgen.configs.schema import RunConfig
 from otfgen.controller import config
 from otfgen.controller.config import ConfigError, compose
@@ -93,9 +94,46 @@ def test_launcher_options_belong_to_their_launcher(overrides, needle):
 
 
 def test_engine_launchers_make_their_own_keys_for_binds_beyond_loopback():
+    needs_extra("ray", "ray")  # config.check refuses launcher=ray without it
     # launcher=ray / slurm write a key pair per run, so a wide bind is no start-up error there
     config.check(compose(["launcher=ray", "controller.bind=tcp://0.0.0.0", "trainer.bind=tcp://0.0.0.0"]))
     with pytest.raises(ConfigError, match="CurveZMQ keys are required"):
         config.check(compose(["controller.bind=tcp://0.0.0.0"]))
     cfg = compose(["launcher=slurm", "launcher.executor=local", "workers=3"])
     assert (cfg.launcher.name, cfg.launcher.executor, cfg.launcher.workers) == ("slurm", "local", 3)
+
+
+# sys.meta_path with ray's module hidden, as in an install without the ray extra; then pytest
+HIDE_RAY = """
+import sys
+
+class Hide:
+    def __init__(self, finder):
+        self.finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        return None if name.split(".")[0] == "ray" else self.finder.find_spec(name, path, target)
+
+sys.meta_path[:] = [Hide(f) if hasattr(f, "find_spec") else f for f in sys.meta_path]
+import pytest
+sys.exit(pytest.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("require", ["0", "1"])
+def test_a_test_that_needs_an_extra_skips_without_it_and_fails_in_ci(env, require):
+    """pip install -e '.[test]' alone: the test skips; CI (OTFGEN_REQUIRE_EXTRAS=1) fails it instead."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    test = "tests/test_config.py::test_engine_launchers_make_their_own_keys_for_binds_beyond_loopback"
+    p = subprocess.run([sys.executable, "-c", HIDE_RAY, "-q", "-p", "no:cacheprovider", "-rs", test],
+                       env=dict(env, OTFGEN_REQUIRE_EXTRAS=require), cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    out = p.stdout + p.stderr
+    if require == "1":
+        assert p.returncode == 1 and "1 failed" in out and "an extra is missing" in out, out[-2000:]
+    else:
+        assert p.returncode == 0 and "1 skipped" in out and "could not import 'ray'" in out, out[-2000:]
