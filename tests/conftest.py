@@ -26,6 +26,22 @@ def drive_policy(policy, space, signal, requests: int, n: int = 256, seed: int =
     return policy
 
 
+def start_against(stream, router) -> None:
+    """Start ``stream`` against a bare ROUTER socket playing its controller: take the trainer's
+    registration and answer with an example info, as a controller would."""
+    import threading
+
+    from otfgen.blender_gen import protocol
+
+    starting = threading.Thread(target=stream.start)
+    starting.start()
+    assert router.poll(10_000), "the stream did not register with the controller"
+    ident, *frames = router.recv_multipart()
+    assert protocol.decode(frames).kind == "trainer"
+    router.send_multipart([ident, *protocol.encode("info", *protocol.example("info"))])
+    starting.join(10)
+
+
 def proc_cmdlines() -> dict[int, str]:
     out = {}
     for d in Path("/proc").iterdir():

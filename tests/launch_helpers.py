@@ -54,8 +54,8 @@ def stream_ids(run_dir: Path) -> list[int]:
     return [json.loads(line)["id"] for line in open(run_dir / "stream.jsonl")]
 
 
-def replay(run_dir: Path, env: dict) -> dict:
-    r = subprocess.run(otfgen_cmd("replay", str(run_dir)), env=env, capture_output=True, text=True, timeout=120)
+def replay(run_dir: Path, env: dict, timeout: float = 120) -> dict:
+    r = subprocess.run(otfgen_cmd("replay", str(run_dir)), env=env, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stdout + r.stderr
     return json.loads(r.stdout)
 
@@ -106,3 +106,28 @@ def ctrl_c(proc: subprocess.Popen, timeout: float = 60) -> str:
 
 def matching(needle: str) -> list[int]:
     return [pid for pid, cmd in proc_cmdlines().items() if needle in cmd]
+
+
+def workers_of(endpoint: str) -> list[int]:
+    """The worker processes of the run whose controller listens at ``endpoint``."""
+    return [pid for pid in matching("blender_gen.worker") if endpoint in proc_cmdlines().get(pid, "")]
+
+
+def kill_a_worker(run_dir: Path, proc: subprocess.Popen, after: int, timeout: float = 60) -> str:
+    """SIGKILL one of the run's two workers once the trainer has consumed ``after`` requests; the
+    controller's endpoint (what names the run's workers)."""
+    wait_for_requests(run_dir, after, proc, timeout)
+    endpoint = json.loads((run_dir / "endpoints.json").read_text())["controller"]
+    victims = workers_of(endpoint)
+    assert len(victims) == 2, victims
+    os.kill(victims[0], signal.SIGKILL)
+    return endpoint
+
+
+def assert_recovered(out: str, run_dir: Path, n_requests: int, env: dict, replay_timeout: float = 120) -> None:
+    """A run that lost a worker: the launcher restarted it, every request was consumed exactly once,
+    and replay regenerates every one of them byte for byte."""
+    assert "killed by SIGKILL" in out and "restart" in out, out[-3000:]
+    ids = stream_ids(run_dir)
+    assert len(ids) == len(set(ids)) == n_requests  # none lost, none duplicated
+    assert replay(run_dir, env, replay_timeout)["matched"] == n_requests

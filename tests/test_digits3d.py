@@ -163,12 +163,9 @@ def test_missing_gpu_stops_the_run_with_a_clear_error(tmp_path, env):
 
 @pytest.mark.slow
 def test_a_blender_worker_killed_mid_render_is_restarted_and_nothing_is_lost(tmp_path, env):
-    import json
-    import os
-    import signal
-    import time
 
-    from conftest import otfgen_cmd, proc_cmdlines
+    from conftest import otfgen_cmd
+    from launch_helpers import assert_recovered, kill_a_worker
 
     run_dir, n_req = tmp_path / "run", 16
     proc = subprocess.Popen(otfgen_cmd(f"hydra.run.dir={run_dir}", "scene=digits3d", "workers=2",
@@ -178,21 +175,10 @@ def test_a_blender_worker_killed_mid_render_is_restarted_and_nothing_is_lost(tmp
                                        "controller.dead_after_s=2"),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        stream = run_dir / "stream.jsonl"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (stream.exists() and len(stream.read_text().splitlines()) >= 3):
-            time.sleep(0.1)
-        endpoint = json.loads((run_dir / "endpoints.json").read_text())["controller"]
-        workers = [pid for pid, cmd in proc_cmdlines().items() if "blender_gen.worker" in cmd and endpoint in cmd]
-        assert len(workers) == 2
-        os.kill(workers[0], signal.SIGKILL)  # most likely inside bpy.ops.render.render
+        kill_a_worker(run_dir, proc, after=3, timeout=120)  # most likely inside bpy.ops.render.render
         out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out[-3000:]
-    assert "killed by SIGKILL" in out and "restart" in out
-    ids = [json.loads(line)["id"] for line in stream.read_text().splitlines()]
-    assert len(ids) == len(set(ids)) == n_req  # none lost, none duplicated
-    r = subprocess.run(otfgen_cmd("replay", str(run_dir)), env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and json.loads(r.stdout)["matched"] == n_req, r.stdout[-1000:] + r.stderr[-1000:]
+    assert_recovered(out, run_dir, n_req, env, replay_timeout=300)

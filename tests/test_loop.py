@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import otfgen_cmd, proc_cmdlines
+from launch_helpers import assert_recovered, kill_a_worker, workers_of
 
 pytestmark = pytest.mark.slow
 
@@ -78,10 +79,6 @@ def test_replay_detects_a_tampered_log(tmp_path, env):
     assert r.returncode == 1 and json.loads(r.stdout)["mismatched"] == 1
 
 
-def _workers_of(endpoint):
-    return [pid for pid, cmd in proc_cmdlines().items() if "blender_gen.worker" in cmd and endpoint in cmd]
-
-
 def test_killing_a_worker_neither_hangs_nor_loses_data(tmp_path, env):
     run_dir = tmp_path / "run"
     budget = 20480
@@ -89,27 +86,14 @@ def test_killing_a_worker_neither_hangs_nor_loses_data(tmp_path, env):
                                        "trainer.val_every=20480", "controller.dead_after_s=2"),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if (run_dir / "stream.jsonl").exists() and len(open(run_dir / "stream.jsonl").readlines()) >= 5:
-                break
-            time.sleep(0.1)
-        endpoint = json.loads((run_dir / "endpoints.json").read_text())["controller"]
-        victims = _workers_of(endpoint)
-        assert len(victims) == 2
-        os.kill(victims[0], signal.SIGKILL)
+        endpoint = kill_a_worker(run_dir, proc, after=5)
         out, _ = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out[-3000:]
-    assert "killed by SIGKILL" in out and "restart" in out
-    stream = _stream(run_dir)
-    ids = [r["id"] for r in stream]
-    assert len(ids) == len(set(ids)) == budget // 256  # none lost, none duplicated
-    r = subprocess.run(otfgen_cmd("replay", str(run_dir)), env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and json.loads(r.stdout)["matched"] == budget // 256
-    assert not _workers_of(endpoint)  # no orphans
+    assert_recovered(out, run_dir, budget // 256, env)
+    assert not workers_of(endpoint)  # no orphans
 
 
 def test_ctrl_c_stops_everything(tmp_path, env):
@@ -157,7 +141,7 @@ def test_failing_trainer_stops_the_run_with_a_clear_message(tmp_path, env):
     assert p.returncode == 1
     assert "are 32×32 but scene mnist2d renders 28×28" in out and "trainer failed (exit code 2)" in out
     endpoint = json.loads((run_dir / "endpoints.json").read_text())["controller"]
-    assert not _workers_of(endpoint)
+    assert not workers_of(endpoint)
 
 
 @pytest.mark.parametrize("overrides,needle", [

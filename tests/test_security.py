@@ -4,14 +4,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 import zmq
 
 from otfgen.blender_gen import protocol, security
-from conftest import otfgen_cmd
+from conftest import otfgen_cmd, start_against
 
 
 def test_keys_are_generated_owner_only_and_refused_when_readable_by_others(tmp_path):
@@ -141,13 +140,7 @@ def test_strangers_get_nothing_into_the_trainers_pull(tmp_path):
         return protocol.encode("batch", {**fields, "id": rid}, arrays)
 
     try:
-        starting = threading.Thread(target=stream.start)
-        starting.start()
-        assert router.poll(10_000), "the stream did not register with the controller"
-        ident, *frames = router.recv_multipart()
-        assert protocol.decode(frames).kind == "trainer"
-        router.send_multipart([ident, *protocol.encode("info", *protocol.example("info"))])
-        starting.join(10)
+        start_against(stream, router)
         push().send_multipart(batch(1), zmq.NOBLOCK)  # queued, never delivered
         push((bad.client_public, bad.client_secret)).send_multipart(batch(2), zmq.NOBLOCK)
         good = push((own.client_public, own.client_secret))

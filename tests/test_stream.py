@@ -8,7 +8,6 @@ import pickle
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 import zmq
 from torch.utils.data import DataLoader
 
-from conftest import ROOT, proc_cmdlines
+from conftest import ROOT, proc_cmdlines, start_against
 from otfgen.blender_gen import protocol
 from otfgen.trainer.stream import Stream, StreamError
 
@@ -47,13 +46,7 @@ def test_a_request_delivered_twice_is_consumed_once():
     port = router.bind_to_random_port("tcp://127.0.0.1")
     s = Stream(f"tcp://127.0.0.1:{port}", batch_size=4, samples=8, data_timeout_s=10)
     try:
-        starting = threading.Thread(target=s.start)
-        starting.start()
-        assert router.poll(10_000), "the stream did not register with the controller"
-        ident, *frames = router.recv_multipart()
-        assert protocol.decode(frames).kind == "trainer"
-        router.send_multipart([ident, *protocol.encode("info", *protocol.example("info"))])
-        starting.join(10)
+        start_against(s, router)
         assert s.info["num_classes"] == 10
         push.connect(s.pull_endpoint)
 
