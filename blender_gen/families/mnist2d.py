@@ -359,6 +359,22 @@ def _splat(v: np.ndarray, inv: np.ndarray) -> np.ndarray:
     return np.exp(d, out=d)
 
 
+def fit_scale(extent, box, half):
+    """MNIST normalisation, step 1 (LeCun et al. 1998): the factor that fits an ink box into a
+    ``box``×``box`` pixel square keeping its aspect ratio. ``extent`` is the longer side of the
+    pen path's bounding box (any unit), ``half`` the pen's half-width in output pixels, which the
+    box must also hold. Shared with the Blender digits (digits3d)."""
+    return np.maximum(box - 2.0 * half, 2.0) / extent
+
+
+def centre_of_mass_offset(x, y, mass, cx=_CENTRE, cy=_CENTRE):
+    """MNIST normalisation, step 2: the shift [B, 1] each that moves the ink's centre of mass (pen
+    points x, y [B, N] weighted by the ink they lay, ``mass`` [B, N]) to (cx, cy), the frame's
+    centre (13.5 in pixel-centre coordinates) unless told otherwise."""
+    msum = mass.sum(1, keepdims=True)
+    return cx - (mass * x).sum(1, keepdims=True) / msum, cy - (mass * y).sum(1, keepdims=True) / msum
+
+
 def _col(params: dict, name: str) -> np.ndarray:
     return np.asarray(params[name], dtype=_F32)[:, None]
 
@@ -439,7 +455,7 @@ def _pen(params: dict, seeds: np.ndarray):
     sigma = sigma_b * (_F32(1.0) + _col(params, "pressure") * profile)
 
     # -- MNIST normalisation: ink box into box×box keeping aspect, centre of mass to 13.5 ------
-    scale = np.maximum(_col(params, "box") - _F32(2.0) * half, _F32(2.0)) / extent
+    scale = fit_scale(extent, _col(params, "box"), half)
     x, y = x * scale, y * scale
     rows = np.arange(B)[:, None]
     nxt = _NEXT[tpl]
@@ -448,14 +464,13 @@ def _pen(params: dict, seeds: np.ndarray):
     step *= _HAS_PREV[tpl]
     step += seg
     step *= _F32(0.5)  # path length per point
-    mass = step * sigma
-    msum = mass.sum(1, keepdims=True)
     sh = rng.uniform(seeds, "shift", 1)
     shift = _col(params, "shift")
     cx = _F32(_CENTRE) + shift * np.cos(_F32(2 * np.pi) * sh)
     cy = _F32(_CENTRE) + shift * np.sin(_F32(2 * np.pi) * sh)
-    x = x + (cx - (mass * x).sum(1, keepdims=True) / msum)
-    y = y + (cy - (mass * y).sum(1, keepdims=True) / msum)
+    dx, dy = centre_of_mass_offset(x, y, step * sigma, cx, cy)
+    x = x + dx
+    y = y + dy
 
     return x, y, sigma, step, g, tpl
 
