@@ -31,6 +31,9 @@ class FakeController:
         self.router = ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # as the real controller: a worker that reconnects under the same id (the next Serve of a
+        # test) is taken at once, not dropped while the old connection's close is still in flight
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.endpoint = f"tcp://127.0.0.1:{self.router.bind_to_random_port('tcp://127.0.0.1')}"
         self.got: list[tuple[float, protocol.Message]] = []
         self.ident: bytes | None = None
