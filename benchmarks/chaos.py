@@ -2,8 +2,9 @@
 
     python benchmarks/chaos.py [--kills 8] [--workers 3] [--samples 400000] [--seed 0] [overrides …]
 
-Runs the whole loop (``otfgen``) and SIGKILLs a random worker at random intervals (1–4 s) until
---kills kills are done. The launcher restarts each dead worker (back-off), the controller
+Runs the whole loop (``otfgen``) and SIGKILLs a worker (the one killed least, at random among
+equals) at random points of the run's progress (10–80% of its requests) until --kills kills are
+done. The launcher restarts each dead worker (back-off), the controller
 re-issues the requests the dead worker held. At the end it prints: kills, restarts, requests
 issued / delivered / duplicated / lost (from params.jsonl and the trainer's stream.jsonl), whether
 ``otfgen replay`` reproduces the stream, and per kill the recovery time: kill → the controller
@@ -48,6 +49,19 @@ def _workers(endpoint: str) -> dict[str, int]:
     return out
 
 
+def _lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except OSError:
+        return 0
+
+
+def _request_size(overrides: list[str]) -> int:
+    """controller.request_size as the run gets it (256 unless overridden)."""
+    sizes = [int(o.split("=", 1)[1]) for o in overrides if o.startswith("controller.request_size=")]
+    return sizes[-1] if sizes else 256
+
+
 def _ts(line: str) -> float | None:
     m = re.match(r"\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})", line)
     if not m:
@@ -73,12 +87,19 @@ def run_chaos(kills: int, workers: int, samples: int, seed: int, run_dir: Path, 
         while time.monotonic() < deadline and not (stream.exists() and stream.stat().st_size > 0):
             time.sleep(0.05)
         endpoint = json.loads((run_dir / "endpoints.json").read_text())["controller"]
+        # kills paced by the run's progress, not by the clock: at random points between 10% and 80%
+        # of the requests, so a fast machine cannot finish the run before the last kill
+        n_requests = -(-samples // _request_size(overrides))
+        points = sorted(int(rnd.uniform(0.1, 0.8) * n_requests) for _ in range(kills))
         while len(killed) < kills and proc.poll() is None:
-            time.sleep(rnd.uniform(1.0, 4.0))
+            time.sleep(0.05)
             live = _workers(endpoint)
-            if not live:
+            if not live or _lines(stream) < points[len(killed)]:
                 continue
-            wid = rnd.choice(sorted(live))
+            # the worker killed least so far: restarts back off (1, 2, 4 s …) per worker, and a
+            # third kill of one worker could leave it down past the end of a short run
+            fewest = min(sum(w == k for _, w, _ in killed) for k in live)
+            wid = rnd.choice(sorted(k for k in live if sum(w == k for _, w, _ in killed) == fewest))
             try:
                 os.kill(live[wid], signal.SIGKILL)
                 killed.append((time.time(), wid, live[wid]))
