@@ -2,7 +2,7 @@
 
     otfgen-compare policies=[uniform,rho] seeds=5 budget.samples=40000 trainer.reward_split=0.1 [otfgen overrides]
                    [out=DIR] [workers=N] [seed_offset=K] [baseline=ARM] [headroom=[TUNED,WIDE]]
-                   [thresholds=[90,95,97,98]] [report_only=true]
+                   [thresholds=[90,95,97,98]] [report_only=true] [budgets=[10000,40000,160000]]
 
 An arm is a policy name, or ``NAME:POLICY+OVERRIDE+...`` for a policy with overrides of its own,
 e.g. ``wide:uniform+scene=mnist2d_wide`` or ``fewreal:uniform+trainer.real_data=reward``;
@@ -19,6 +19,13 @@ paired difference of final accuracy (arm − baseline, same seed) with its mean 
 interval; a gain is claimed only where the interval excludes 0. With ``headroom=[TUNED,WIDE]``
 the table also says what share of the gap between uniform over the tuned ranges and uniform over
 the wide ones each arm closes.
+
+A budget sweep, ``budgets=[N1,N2,...]``, runs every arm at every budget as its own run (with
+``budget.samples=N``, so its learning-rate schedule follows its budget) in
+``<out>/budget<N>/<arm>/seed<s>``, seed by seed; each ``budget<N>`` folder gets the comparison's
+report at that budget, and ``<out>`` the scaling law of every arm: error(N) = a·N^(−b) + c on the
+final validation error, with bootstrap intervals over seeds and the data-efficiency multiplier
+against the baseline (``results.md``, ``results.json``, ``scaling.png``; scaling.py, report.py).
 """
 
 from __future__ import annotations
@@ -28,12 +35,13 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from otfgen.controller.study import random_search
-from otfgen.controller.study.report import report
-from otfgen.controller.study.runs import RUN_RECORD, final_accuracy, load_metrics, read_run, run_dir
+from otfgen.controller.study.report import report, scaling_report
+from otfgen.controller.study.runs import RUN_RECORD, budget_dir, final_accuracy, load_metrics, read_run, run_dir
 from otfgen.controller.study.stats import BASELINE
 
 DEFAULT_THRESHOLDS = (90.0, 95.0, 97.0, 98.0)  # validation accuracy, %
@@ -53,10 +61,15 @@ class Args:
     seed_offset: int = 0
     baseline: str = BASELINE
     headroom: list[str] = field(default_factory=list)  # [tuned arm, wide arm]
+    budgets: list[int] = field(default_factory=list)  # a sweep's budgets; empty: one budget, set by the overrides
 
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.seed_offset, self.seed_offset + self.seeds))
+
+    @property
+    def arms(self) -> list[str]:
+        return [arm_spec(a)[0] for a in self.policies]
 
 
 def arm_spec(arm: str) -> tuple[str, str, list[str]]:
@@ -98,6 +111,12 @@ def parse_args(argv: list[str]) -> Args:
             args.baseline = value
         elif key == "headroom":
             args.headroom = _parse_list(value)
+        elif key == "budgets":
+            try:
+                args.budgets = sorted({int(v.replace("_", "")) for v in _parse_list(value)})
+            except ValueError:
+                raise SystemExit(f"otfgen-compare: budgets=[N1,N2,...] takes whole sample counts, got '{value}'"
+                                 ) from None
         elif key == "workers":  # shorthand users expect; the launcher's key is longer
             args.overrides.append(f"launcher.workers={value}")
         elif key in ("policy", "seed", "hydra.run.dir"):
@@ -119,6 +138,15 @@ def parse_args(argv: list[str]) -> Args:
         raise SystemExit(f"otfgen-compare: baseline '{args.baseline}' is not one of the arms {names}")
     if args.headroom and (len(args.headroom) != 2 or not set(args.headroom) <= set(names)):
         raise SystemExit(f"otfgen-compare: headroom=[TUNED,WIDE] must name two arms of {names}")
+    if args.budgets:
+        if args.budgets[0] < 1:
+            raise SystemExit(f"otfgen-compare: budgets must be positive, got {args.budgets}")
+        # the sweep sets each run's budget: a budget.samples of its own would be overridden or win
+        # silently, depending on where it stood
+        fixed = [o for o in args.overrides + [o for a in args.policies for o in arm_spec(a)[2]]
+                 if o.startswith("budget.samples=")]
+        if fixed:
+            raise SystemExit(f"otfgen-compare: budgets= sets budget.samples for every run; drop {fixed}")
     if args.out is None:
         args.out = Path(time.strftime("outputs/compare/%Y-%m-%d-%H-%M-%S"))
     args.out = args.out.resolve()
@@ -175,35 +203,74 @@ def _launch(rdir: Path, arm: str, policy: str, seed: int, overrides: list[str], 
     return record
 
 
-def run_all(args: Args) -> None:
-    total = len(args.policies) * args.seeds
-    k = 0
-    for spec in args.policies:
-        policy = arm_spec(spec)[0]
-        broken = None  # a config error fails every seed the same way; no need to wait for each
-        for seed in args.seed_list:
-            k += 1
-            tag = f"[{k}/{total}] {policy} seed {seed}"
-            if broken:
-                print(f"{tag}: skipped ({broken})", flush=True)
-                _write_skip(args.out, policy, seed, broken)
-                continue
-            done = run_dir(args.out, policy, seed) / RUN_RECORD
-            if done.exists() and json.loads(done.read_text()).get("ok") and read_run(args.out, policy, seed).ok:
-                print(f"{tag}: finished earlier, kept (delete {done.parent} to run it again)", flush=True)
-                continue  # a comparison interrupted or extended resumes instead of starting over
-            print(f"{tag}: started", flush=True)
-            rec = run_one(args.out, spec, seed, args.overrides)
-            if rec["ok"]:
-                acc = final_accuracy(load_metrics(run_dir(args.out, policy, seed) / "metrics.jsonl"))
-                acc_s = "—" if acc is None else f"{100 * acc:.2f}%"
-                print(f"{tag}: done in {rec['wall_s']:.0f} s, val acc {acc_s}", flush=True)
-                continue
-            print(f"{tag}: FAILED ({_exit_text(rec['returncode'])}) after {rec['wall_s']:.0f} s; last output:",
-                  flush=True)
-            print("    " + rec["tail"].replace("\n", "\n    "), flush=True)
-            if rec["config_error"]:
-                broken = f"policy '{policy}' has a configuration error, see seed 0"
+@dataclass(frozen=True)
+class Job:
+    """One run of a comparison: an arm (as given, overrides and all), a seed, and in a sweep its budget."""
+
+    spec: str
+    seed: int
+    budget: int | None = None  # None: the budget the overrides set
+
+    @property
+    def arm(self) -> str:
+        return arm_spec(self.spec)[0]
+
+    def out(self, out: Path) -> Path:
+        """The comparison folder the run belongs to."""
+        return out if self.budget is None else budget_dir(out, self.budget)
+
+    def overrides(self, overrides: list[str]) -> list[str]:
+        return overrides if self.budget is None else [*overrides, f"budget.samples={self.budget}"]
+
+    @property
+    def tag(self) -> str:
+        budget = "" if self.budget is None else f" budget {self.budget}"
+        return f"{self.arm}{budget} seed {self.seed}"
+
+
+def plan(args: Args) -> list[Job]:
+    """Every run of the comparison, in the order they run."""
+    if not args.budgets:
+        return [Job(spec, seed) for spec in args.policies for seed in args.seed_list]
+    # seed by seed: a sweep stopped part way leaves whole seeds (every arm at every budget), which
+    # the law's fit and its bootstrap over seeds can use; arms side by side at each budget, so a
+    # machine that slows over the hours weighs on every arm alike
+    return [Job(spec, seed, n) for seed in args.seed_list for n in args.budgets for spec in args.policies]
+
+
+Runner = Callable[[Path, str, int, list[str]], dict]  # run_one's signature: (out, arm spec, seed, overrides)
+
+
+def finished(out: Path, arm: str, seed: int) -> bool:
+    done = run_dir(out, arm, seed) / RUN_RECORD
+    return done.exists() and bool(json.loads(done.read_text()).get("ok")) and read_run(out, arm, seed).ok
+
+
+def run_all(args: Args, runner: Runner = run_one) -> None:
+    jobs = plan(args)
+    broken: dict[str, str] = {}  # a config error fails every run of an arm the same way; no need to wait for each
+    for k, job in enumerate(jobs, 1):
+        out, policy, seed = job.out(args.out), job.arm, job.seed
+        tag = f"[{k}/{len(jobs)}] {job.tag}"
+        if policy in broken:
+            print(f"{tag}: skipped ({broken[policy]})", flush=True)
+            _write_skip(out, policy, seed, broken[policy])
+            continue
+        if finished(out, policy, seed):
+            print(f"{tag}: finished earlier, kept (delete {run_dir(out, policy, seed)} to run it again)", flush=True)
+            continue  # a comparison interrupted or extended resumes instead of starting over
+        print(f"{tag}: started", flush=True)
+        rec = runner(out, job.spec, seed, job.overrides(args.overrides))
+        if rec["ok"]:
+            acc = final_accuracy(load_metrics(run_dir(out, policy, seed) / "metrics.jsonl"))
+            acc_s = "—" if acc is None else f"{100 * acc:.2f}%"
+            print(f"{tag}: done in {rec['wall_s']:.0f} s, val acc {acc_s}", flush=True)
+            continue
+        print(f"{tag}: FAILED ({_exit_text(rec['returncode'])}) after {rec['wall_s']:.0f} s; last output:",
+              flush=True)
+        print("    " + rec.get("tail", "").replace("\n", "\n    "), flush=True)
+        if rec.get("config_error"):
+            broken[policy] = f"policy '{policy}' has a configuration error, see {job.tag}"
 
 
 def _write_skip(out: Path, policy: str, seed: int, reason: str) -> None:
@@ -227,26 +294,42 @@ def arms_on_wide(args: Args, arms: list[str]) -> list[str]:
     return [a for a in arms if scene_of[a] == scene_of[args.headroom[1]]]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, runner: Runner = run_one) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compare.json").write_text(json.dumps({**asdict(args), "out": str(args.out)}, indent=1))
-    print(f"otfgen-compare: {len(args.policies)} arms × {args.seeds} seed(s) {args.seed_list} -> {args.out}",
-          flush=True)
+    record = {**asdict(args), "out": str(args.out)}
+    if not args.budgets:
+        del record["budgets"]  # a comparison without a sweep writes the record it always did
+    (args.out / "compare.json").write_text(json.dumps(record, indent=1))
+    if args.budgets:
+        print(f"otfgen-compare: {len(args.policies)} arms × {len(args.budgets)} budgets {args.budgets} × "
+              f"{args.seeds} seed(s) {args.seed_list}: {len(plan(args))} runs, "
+              f"{sum(args.budgets) * len(args.policies) * args.seeds:,} generated samples -> {args.out}", flush=True)
+    else:
+        print(f"otfgen-compare: {len(args.policies)} arms × {args.seeds} seed(s) {args.seed_list} -> {args.out}",
+              flush=True)
     code = 0
     if not args.report_only:
         try:
-            run_all(args)
+            run_all(args, runner)
         except KeyboardInterrupt:
             print("interrupted; reporting what finished", flush=True)
             code = 130
     print()
-    arms = [arm_spec(a)[0] for a in args.policies]
-    failed = [f"{a}/seed{s}" for a in arms for s in args.seed_list if not read_run(args.out, a, s).ok]
+    arms = args.arms
+    failed = [f"{job.out(args.out).relative_to(args.out) / job.arm}/seed{job.seed}"
+              for job in plan(args) if not read_run(job.out(args.out), job.arm, job.seed).ok]
     if failed and code == 0:
         code = 1  # a failed run is not a result: say so in the exit code too
     on_wide = arms_on_wide(args, arms) if args.headroom else None
-    print(report(args.out, arms, args.seed_list, args.thresholds, args.baseline, args.headroom, on_wide))
+    if args.budgets:
+        for n in args.budgets:  # each budget's own comparison, read on its own
+            budget_dir(args.out, n).mkdir(parents=True, exist_ok=True)  # a sweep stopped before it
+            report(budget_dir(args.out, n), arms, args.seed_list, args.thresholds, args.baseline, args.headroom,
+                   on_wide)
+        print(scaling_report(args.out, arms, args.budgets, args.seed_list, args.baseline))
+    else:
+        print(report(args.out, arms, args.seed_list, args.thresholds, args.baseline, args.headroom, on_wide))
     print(f"\nresults: {args.out / 'results.md'}")
     if failed:
         print(f"failed runs: {', '.join(failed)}")

@@ -1,14 +1,18 @@
 """The report of a comparison: ``results.md`` (the table and the verdicts), ``results.json``,
-``accuracy.png``, ``error_loglog.png`` and ``policy_distributions.png``.
+``accuracy.png``, ``error_loglog.png`` and ``policy_distributions.png``; of a budget sweep, at its
+top: ``results.md`` with the error by budget and the fitted law, ``results.json`` and
+``scaling.png``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
+from otfgen.controller.study import scaling
 from otfgen.controller.study.runs import Run, last_value, run_dir
 from otfgen.controller.study.stats import BASELINE, analyse, mean_curve
 
@@ -257,3 +261,179 @@ def report(out: Path, policies: list[str], seeds: int | list[int], thresholds: l
         print("(no policy/probs in any learning policy's metrics: policy_distributions.png not written)")
     return text
 
+
+
+# -- a budget sweep: the scaling law ---------------------------------------------------------------
+
+def _fmt_budget(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return "never" if math.isinf(v) else _fmt_samples(v)
+
+
+def _fmt_ci(ci: list[float] | None, spec: str, scale: float = 1.0) -> str:
+    if ci is None:
+        return ""
+    return " [" + ", ".join("∞" if math.isinf(v) else f"{scale * v:{spec}}" for v in ci) + "]"
+
+
+def _fmt_mult(v: float) -> str:
+    return "∞" if math.isinf(v) else f"{v:.2f}"
+
+
+def scaling_tables(result: dict) -> tuple[str, str]:
+    budgets, base = result["budgets"], result["baseline"] or "baseline"
+    head = ["arm"] + [_fmt_samples(n) for n in budgets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in result["rows"]:
+        cells = [row["arm"]]
+        for p in row["points"]:
+            if p["mean"] is None:
+                cells.append("—")
+            else:
+                sd = "" if p["sd"] is None else f" ± {100 * p['sd']:.2f}"
+                cells.append(f"{100 * p['mean']:.2f}{sd} ({p['n']})")
+        lines.append("| " + " | ".join(cells) + " |")
+    errors = "\n".join(lines)
+    head = ["arm", "a", "exponent b [95%]", "floor c (%) [95%]", "fit rms (log)",
+            f"samples to {base}'s error at N_max", f"data efficiency × vs {base} [95%]",
+            f"floor below {base}'s (share of draws)", f"passes {base}'s floor at", "bootstrap fits"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in result["rows"]:
+        law, eff, boot = row["law"], row["efficiency"], row["boot"]
+        if law is None:
+            cells = [row["arm"], "not fitted (fewer than 3 budgets with a finished run)"] + [""] * (len(head) - 2)
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
+        cells = [row["arm"], f"{law['a']:.3g}", f"{law['b']:.3f}{_fmt_ci(row['b_ci'], '.3f')}",
+                 f"{100 * law['c']:.2f}{_fmt_ci(row['c_ci'], '.2f', 100)}", f"{law['rmse_log']:.3f}"]
+        if eff is None:
+            cells += ["—", "—", "—", "—"]
+        else:
+            extra = " (extrapolated)" if eff["extrapolated"] and not math.isinf(eff["budget"]) else ""
+            cells += [_fmt_budget(eff["budget"]) + extra,
+                      _fmt_mult(eff["multiplier"]) + _fmt_ci(eff["multiplier_ci"], ".2f"),
+                      "—" if eff["floor_below_share"] is None else
+                      f"{'yes' if eff['floor_below_baseline'] else 'no'} ({100 * eff['floor_below_share']:.0f}%)",
+                      "—" if eff["passes_baseline_floor"] is None else
+                      _fmt_budget(eff["passes_baseline_floor"])
+                      + (" (extrapolated)" if eff["passes_floor_extrapolated"] else "")]
+        cells.append(f"{boot['fits_ok']}/{boot['draws']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return errors, "\n".join(lines)
+
+
+def scaling_verdicts(result: dict) -> list[str]:
+    base, n_max, out = result["baseline"], result["n_max"], []
+    for row in result["rows"]:
+        law, eff, arm = row["law"], row["efficiency"], row["arm"]
+        if law is None:
+            out.append(f"{arm}: no law fitted (needs finished runs at {scaling.MIN_BUDGETS} budgets or more)")
+            continue
+        if eff is None or arm == base:
+            continue
+        lo, hi = row["budgets_measured"]
+        where = (f"extrapolated beyond its measured {_fmt_samples(lo)}–{_fmt_samples(hi)}" if eff["extrapolated"]
+                 else "interpolated on its fit")
+        target = f"{base}'s error at {_fmt_samples(n_max)} ({100 * eff['target']:.2f}%)"
+        if math.isinf(eff["budget"]):
+            line = (f"{arm}: never reaches {target}: its floor {100 * law['c']:.2f}% lies above it")
+        else:
+            line = (f"{arm}: reaches {target} at {_fmt_samples(eff['budget'])} samples, {where}: "
+                    f"×{_fmt_mult(eff['multiplier'])}{_fmt_ci(eff['multiplier_ci'], '.2f')} data efficiency")
+        gap = row["floor_gap"]
+        line += (f"; floor {100 * law['c']:.2f}% against {base}'s {100 * (law['c'] + gap):.2f}% "
+                 f"({base} − {arm}: {100 * gap + 0.0:+.2f} points{_fmt_ci(row['floor_gap_ci'], '+.2f', 100)})")
+        if eff["floor_below_baseline"]:
+            pf = eff["passes_baseline_floor"]
+            line += (f"; below {base}'s floor, the multiplier has no bound: it passes {base}'s floor at "
+                     f"{_fmt_budget(pf)} samples" + (" (extrapolated)" if eff["passes_floor_extrapolated"] else ""))
+        out.append(line)
+    return out
+
+
+def write_scaling(result: dict, out: Path) -> str:
+    errors, laws = scaling_tables(result)
+    verdicts = scaling_verdicts(result)
+    base = result["baseline"] or "the baseline"
+    seeds = result["seed_list"]
+    distinct = max((r["boot"]["distinct"] for r in result["rows"]), default=0)
+    n_max = _fmt_samples(result["n_max"])
+    text = (f"# Scaling study\n\nEvery arm at every budget as its own run (its learning-rate schedule follows "
+            f"its budget), seeds {seeds}. Error = 1 − final validation accuracy on the report split (real "
+            f"images no policy saw). Each budget's own comparison (paired differences, curves) is in "
+            + ", ".join(f"[budget{n}/](budget{n}/results.md)" for n in result["budgets"]) + ".\n\n"
+            f"## Error by budget\n\nError in %, mean ± sd over seeds (runs finished).\n\n{errors}\n\n"
+            f"## The fitted law: error(N) = a·N^(−b) + c\n\nFitted per arm by least squares on log error, on the "
+            f"mean error over seeds at each budget. Intervals: {result['level']:g}% percentile bootstrap over seeds "
+            f"({result['n_boot']} draws, seeds resampled with replacement jointly for every arm, each draw "
+            f"refitted; {len(seeds)} seed(s) give {distinct} distinct draws, which is all the intervals rest on). "
+            f"Data efficiency ×: the budget at which {base} reaches its fitted error at its largest budget "
+            f"(N_max = {n_max}), divided by the budget the arm needs for the same error on its own fit; "
+            f"(extrapolated) where that budget lies outside the arm's measured budgets. Where an arm's floor "
+            f"lies below {base}'s, the multiplier for errors nearer {base}'s floor grows without bound: the "
+            f"budget at which the arm passes {base}'s floor is given as well.\n\n{laws}\n\n"
+            + "".join(f"- {v}\n" for v in verdicts) + "\n![scaling](scaling.png)\n")
+    (out / "results.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(_finite(result), indent=1, allow_nan=False))
+    return errors + "\n\n" + laws + "\n" + "\n".join(verdicts)
+
+
+def _finite(o):
+    """JSON has no infinity: a budget never reached is written "inf"."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, (np.floating, np.integer)):
+        o = o.item()
+    if isinstance(o, float) and math.isinf(o):
+        return "inf" if o > 0 else "-inf"
+    return o
+
+
+def plot_scaling(result: dict, out: Path) -> None:
+    """scaling.png: each arm's error at each budget (mean, min–max over seeds) and its fitted law,
+    on log–log axes; the law's floor dotted, the baseline's target dashed."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.4), dpi=120)
+    budgets = np.asarray(result["budgets"], dtype=float)
+    grid = np.geomspace(budgets.min() / 1.3, budgets.max() * 1.3, 200)
+    for i, row in enumerate(result["rows"]):
+        pts = [p for p in row["points"] if p["mean"] is not None]
+        if not pts:
+            continue
+        color = f"C{i}"
+        x = np.array([p["budget"] for p in pts], dtype=float)
+        y = np.maximum([p["mean"] for p in pts], scaling.ERR_FLOOR)
+        # clipped: equal seeds' mean can sit a rounding error outside their min–max
+        lo = np.clip(y - np.maximum([p["min"] for p in pts], scaling.ERR_FLOOR), 0, None)
+        hi = np.clip(np.maximum([p["max"] for p in pts], scaling.ERR_FLOOR) - y, 0, None)
+        law = row["law"]
+        label = row["arm"] if law is None else f"{row['arm']}: b={law['b']:.2f}, c={100 * law['c']:.1f}%"
+        ax.errorbar(x, y, yerr=[lo, hi], color=color, marker="o", linestyle="none", capsize=3, label=label)
+        if law is not None:
+            fit = scaling.Law(law["a"], law["b"], law["c"])
+            ax.plot(grid, fit.error(grid), color=color, linewidth=1.2)
+            if law["c"] > scaling.ERR_FLOOR:
+                ax.axhline(law["c"], color=color, linestyle=":", linewidth=0.8)
+    base = next((r for r in result["rows"] if r["arm"] == result["baseline"]), None)
+    if base is not None and base["efficiency"] is not None:
+        ax.axhline(base["efficiency"]["target"], color="0.5", linestyle="--", linewidth=0.8,
+                   label=f"{result['baseline']} at {_fmt_samples(result['n_max'])}")
+    ax.set(xlabel="generated samples (budget of the run)", ylabel="error on the report split (1 − acc)",
+           xscale="log", yscale="log", title="final error vs budget: mean, min–max over seeds, fitted a·N^−b + c")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "scaling.png")
+    plt.close(fig)
+
+
+def scaling_report(out: Path, policies: list[str], budgets: list[int], seeds: list[int],
+                   baseline: str = BASELINE, n_boot: int = scaling.N_BOOT) -> str:
+    result = scaling.analyse_sweep(out, policies, budgets, seeds, baseline, n_boot)
+    text = write_scaling(result, out)
+    plot_scaling(result, out)
+    return text

@@ -1,7 +1,8 @@
 """One run of a study on disk: where it lives, and what it recorded, read back.
 
 The runner (``compare``) writes ``<out>/<arm>/seed<s>`` with the run's ``metrics.jsonl`` and
-the harness's own record of it; the statistics and the report read them through this module, so
+the harness's own record of it (a budget sweep: ``<out>/budget<N>/<arm>/seed<s>``, each budget's
+folder laid out as one comparison); the statistics and the report read them through this module, so
 the layout has one definition that both sides share.
 """
 
@@ -18,6 +19,11 @@ RUN_RECORD = "compare_run.json"  # what the harness saw of one run (exit code, w
 
 def run_dir(out: Path, policy: str, seed: int) -> Path:
     return out / policy / f"seed{seed}"
+
+
+def budget_dir(out: Path, budget: int) -> Path:
+    """A sweep's comparison at one budget."""
+    return out / f"budget{budget}"
 
 
 def load_metrics(path: Path) -> list[dict]:
