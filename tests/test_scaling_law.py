@@ -50,6 +50,12 @@ def test_fit_needs_three_budgets_and_survives_a_flat_arm():
     assert flat is not None and flat.error(1e6) == pytest.approx(0.766, abs=0.01)
 
 
+def test_without_scipy_the_fit_says_so_in_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # import fails as in an install without it
+    with pytest.raises(SystemExit, match="needs scipy"):
+        scaling.fit_law(BUDGETS, scaling.Law(10.0, 0.5, 0.05).error(BUDGETS))
+
+
 # -- the multiplier --------------------------------------------------------------------------------
 
 BASE = scaling.Law(10.0, 0.5, 0.05)  # at 160k: 10/400 + 0.05 = 7.5% error
