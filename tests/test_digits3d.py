@@ -33,9 +33,12 @@ def defaults(n):
             for name, p in SPACE.params.items()}
 
 
-# parameters only visible when another one allows it (a hue needs saturation; a light's colour
-# shows on a coloured material in a grey image; a texture's scale needs a visible texture)
-CONTEXT = {"hue": {"saturation": 0.8}, "light_warmth": {"saturation": 0.8, "hue": 0.6},
+# parameters only visible when another one allows it (a hue needs saturation; a texture's scale
+# needs a visible texture; a light's colour shows in a grey image as a coloured material's
+# brightness against a grey ground, which the family's levels map to black and white, so only
+# the ground's texture, set against the ink, keeps it)
+CONTEXT = {"hue": {"saturation": 0.8},
+           "light_warmth": {"saturation": 0.8, "hue": 0.6, "bg_level": 0.3, "bg_contrast": 1.0},
            "bg_scale": {"bg_level": 0.3, "bg_contrast": 1.0}}
 
 
@@ -89,6 +92,25 @@ def test_labels_match_what_is_drawn():
         v = v - v.mean()
         correct += int(np.argmax(R @ v) == k)
     assert correct >= 9, f"{correct}/10 classes recognised by shape"
+
+
+def test_digits_are_normalised_the_mnist_way():
+    """Whatever the pose: the ink box fits ``box``×``box`` pixels (its longer side fills it) and the
+    ink's centre of mass sits at the frame's centre; the ground is black and the core white."""
+    n = 24
+    p, seeds = SPACE.sample(None, 5, n)
+    p.update(bg_level=np.zeros(n), blur=np.zeros(n), noise=np.zeros(n), light_elevation=np.full(n, 90.0),
+             brightness=np.ones(n), box=np.linspace(14.0, 24.0, n))
+    imgs, _ = digits3d.render(p, seeds)
+    x = imgs.astype(float)
+    yy, xx = np.mgrid[:28, :28]
+    for i in range(n):
+        ys, xs = np.nonzero(x[i] > 64)
+        side = max(np.ptp(ys), np.ptp(xs)) + 1
+        assert abs(side - p["box"][i]) <= 2.5, (i, side, p["box"][i])
+        com = ((x[i] * yy).sum() / x[i].sum(), (x[i] * xx).sum() / x[i].sum())
+        assert np.hypot(com[0] - 13.5, com[1] - 13.5) < 1.0, (i, com)
+    assert np.median(imgs.reshape(n, -1), 1).max() <= 2 and (imgs.reshape(n, -1).max(1) == 255).all()
 
 
 def test_same_request_same_bytes_in_two_worker_processes(tmp_path):

@@ -1,10 +1,21 @@
 """digits3d: the ten digits as 3D tubes rendered with Blender Cycles, 28×28 grayscale.
 
 Each digit is a stroke skeleton of mnist2d (same classes and style variants) jittered, slanted
-and swept into a tube (a bevelled curve) of a given radius, posed in 3D, with a physically
-based material, standing over a procedural background (4D noise between two grey levels), lit
-by one sun of chosen direction, strength and colour. The camera looks straight down; camera
-distance is the digit's apparent size. Blur and sensor noise are applied after the render.
+and swept into a tube (a bevelled curve), posed in 3D, with a physically based material,
+standing over a procedural background (4D noise between two grey levels), lit by one sun of
+chosen direction, strength and colour. The camera looks straight down.
+
+Real MNIST digits were made by a fixed procedure (LeCun et al. 1998), and a reader trained on
+anything else reads them worse; so does this family, as mnist2d does:
+
+- size and place: the posed digit is scaled and moved so that the camera sees its ink box
+  fitted into ``box``×``box`` pixels keeping its aspect, and its ink's centre of mass on the
+  frame's centre (mnist2d's ``fit_scale`` and ``centre_of_mass_offset`` on the projected pen
+  path, before rendering, so no render noise moves a digit); the tube's width is given in output
+  pixels, as mnist2d's pen is;
+- levels: MNIST's scans are light ink on an exactly black ground with the stroke's core at full
+  level, so each render's background level (its median) goes to black and its ink level (the
+  95th percentile) to white, clipped, before blur and sensor noise.
 
 Many samples per render: the frame is a grid of cells (``blender_gen.blender.grid``), one
 digit per cell, each lit only by its own sun, rendered with direct light only so that cells do
@@ -28,7 +39,8 @@ import numpy as np
 from otfgen.blender_gen import rng
 from otfgen.blender_gen.space import floats, ints
 from otfgen.blender_gen.families import batch_labels
-from otfgen.blender_gen.families.mnist2d import _C, _COUNT, _FIRST, SKELETONS, _catmull_rom_rows
+from otfgen.blender_gen.families.mnist2d import (_C, _COUNT, _FIRST, SKELETONS, _catmull_rom_rows,
+                                                 centre_of_mass_offset, fit_scale)
 
 NAME = "digits3d"
 IMAGE_SHAPE = (28, 28)
@@ -46,11 +58,12 @@ SPACE = {
     "jitter": floats(0.0, 0.06, 0.02, "std of control-point displacement, in digit heights"),
     "aspect": floats(0.6, 1.4, 1.0, "width multiplier of the skeleton"),
     "slant": floats(-0.3, 0.5, 0.15, "shear: horizontal lean per unit height"),
-    "thickness": floats(0.06, 0.2, 0.12, "tube diameter, in digit heights"),
+    "thickness": floats(1.0, 5.0, 2.8, "tube diameter, in output pixels"),
     "yaw": floats(-25.0, 25.0, 0.0, "in-plane rotation in degrees, positive clockwise on screen"),
     "pitch": floats(-45.0, 45.0, 0.0, "tilt about the horizontal axis, degrees (foreshortens vertically)"),
     "roll": floats(-45.0, 45.0, 0.0, "tilt about the vertical axis, degrees (foreshortens horizontally)"),
-    "distance": floats(0.9, 1.5, 1.0, "camera distance relative to the nominal one (digit height 0.72 cell at 1.0)"),
+    "box": floats(12.0, 28.0, 20.0, "side of the square, in pixels, the posed digit's ink box is fitted into (MNIST: "
+                  "20)"),
     "brightness": floats(0.3, 1.0, 0.9, "albedo value (HSV V) of the digit material"),
     "hue": floats(0.0, 1.0, 0.0, "hue of the digit material"),
     "saturation": floats(0.0, 0.8, 0.0, "saturation of the digit material"),
@@ -72,6 +85,9 @@ log = logging.getLogger("otfgen.digits3d")
 OPTIONS = {"device": "auto", "samples": 4, "rows": 7, "cols": 9, "cell_px": IMAGE_SHAPE[0], "threads": 0}
 
 _PER_SEG = 6  # curve points per skeleton segment (Catmull-Rom)
+# the least ink-over-background step (display values) that levels stretch to full scale: a digit
+# barely distinguishable from its ground stays faint instead of turning render noise into ink
+_MIN_CONTRAST = 0.1
 _ENTRIES = [(d, sk) for d in range(NUM_CLASSES) for sk in SKELETONS[d]]  # mnist2d's template order
 
 
@@ -94,6 +110,40 @@ def strokes(params: dict, seeds: np.ndarray) -> list[list[np.ndarray]]:
         c[:, 0] += float(params["slant"][b]) * c[:, 1]
         out.append([_catmull_rom_rows(idx, closed, len(c), _PER_SEG) @ c for idx, closed in strokes_])
     return out
+
+
+def _rotation(pitch: float, roll: float, yaw: float) -> np.ndarray:
+    """The object's rotation matrix as ``_Scene`` sets it: Blender's XYZ Euler (pitch, roll, -yaw)."""
+    ax, ay, az = math.radians(pitch), math.radians(roll), math.radians(-yaw)
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def mnist_pose(paths: list[list[np.ndarray]], f: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST normalisation of the posed digits, as the camera (orthographic, straight down) sees
+    them: per sample the scale in output pixels per digit-plane unit, the tube's radius in
+    digit-plane units and the offset [n, 2] in pixels (x right, y up) of the object's origin from
+    the cell's centre that puts the ink's centre of mass there."""
+    n = len(paths)
+    scale, radius, offset = np.empty(n), np.empty(n), np.empty((n, 2))
+    for b, strokes_ in enumerate(paths):
+        rot = _rotation(f["pitch"][b], f["roll"][b], f["yaw"][b])[:2, :2]  # the skeleton lies at z = 0
+        proj = [s @ rot.T for s in strokes_]
+        pts = np.concatenate(proj)
+        extent = max(float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1])), 1e-3)
+        half = f["thickness"][b] / 2.0
+        k = float(fit_scale(extent, f["box"][b], half))
+        # ink per point: the projected path length it stands for (a tube's silhouette is about as
+        # wide, its diameter, however its axis is turned)
+        mass = []
+        for q in proj:
+            seg = np.r_[np.hypot(*np.diff(q, axis=0).T), 0.0]
+            mass.append(0.5 * (seg + np.r_[0.0, seg[:-1]]))
+        dx, dy = centre_of_mass_offset(k * pts[None, :, 0], k * pts[None, :, 1], np.concatenate(mass)[None], 0.0, 0.0)
+        scale[b], radius[b], offset[b] = k, half / k, (float(dx[0, 0]), float(dy[0, 0]))
+    return scale, radius, offset
 
 
 class _Scene:
@@ -184,6 +234,8 @@ class _Scene:
         n = len(seeds)
         f = {k: np.asarray(v, np.float64) for k, v in p.items()}
         paths = strokes(p, seeds)
+        px_scale, radius, offset = mnist_pose(paths, f)
+        px = float(self.grid.px)  # output pixels per world unit (a cell is one unit wide)
         u = rng.uniform(seeds, "digits3d:scene", 4).astype(np.float64)
         sun_rot = grid.sun_rotation(360.0 * u[:, 0], f["light_elevation"])
         sun_rgb = grid.light_colour(f["light_warmth"])
@@ -205,9 +257,11 @@ class _Scene:
                 co[:, :2], co[:, 3] = pts, 1.0
                 sp.points.foreach_set("co", co.ravel())
                 sp.use_cyclic_u = False
-            size = 0.72 / f["distance"][i]
-            cu.bevel_depth = f["thickness"][i] / 2.0
+            size = px_scale[i] / px
+            cu.bevel_depth = radius[i]
             ob.scale = (size, size, size)
+            x, y = self.grid.centre(i)
+            ob.location = (x + offset[i, 0] / px, y + offset[i, 1] / px, 0.3)
             ob.rotation_euler = (math.radians(f["pitch"][i]), math.radians(f["roll"][i]), math.radians(-f["yaw"][i]))
             v = f["brightness"][i]
             sat = f["saturation"][i]
@@ -235,12 +289,18 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
 
 
 def _post(gray: np.ndarray, f: dict, seeds: np.ndarray) -> np.ndarray:
-    """Linear luminance [n, H, W] -> display values with camera blur and sensor noise -> uint8."""
+    """Linear luminance [n, H, W] -> display values, MNIST's levels, camera blur and sensor noise
+    -> uint8."""
     from otfgen.blender_gen.blender import grid
 
     n = len(gray)
-    return grid.blur_and_noise(np.clip(gray, 0.0, 1.0) ** (1 / 2.2), f["blur"][:n], f["noise"][:n], seeds,
-                               "digits3d:sensor")
+    img = np.clip(gray, 0.0, 1.0) ** (1 / 2.2)
+    # levels: the ink box covers well under half the frame, so the median is the background; the
+    # 95th percentile lies inside the ink, so the brighter part of the tube becomes the scan's
+    # saturated core and its shaded side keeps its grey
+    lo, hi = np.percentile(img.reshape(n, -1), [50.0, 95.0], axis=1)[:, :, None, None]
+    img = np.clip((img - lo) / np.maximum(hi - lo, _MIN_CONTRAST), 0.0, 1.0)
+    return grid.blur_and_noise(img, f["blur"][:n], f["noise"][:n], seeds, "digits3d:sensor")
 
 
 _scene: _Scene | None = None
