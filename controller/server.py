@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -117,8 +118,7 @@ class Controller:
                     if self.ledger.consecutive_failures >= 20:
                         log.error("controller: the last 20 requests all failed to render; stopping")
                         return 5
-                for ident in list(self.workers):
-                    self._send(ident, "stop", {"reason": "training finished"})
+                self._stop_workers("training finished")
                 metrics.write(json.dumps(self._metrics()) + "\n")
                 log.info("controller: finished; issued %d requests (%d re-issued, %d failed), "
                          "delivered %d; rejected %d messages %s", self.ledger.next_id, self.ledger.reissued,
@@ -128,9 +128,20 @@ class Controller:
                                 "and kept its starting distribution all run; a loop of your own feeds it with "
                                 "stream.report(losses)", cfg.policy.name)
                 return 0
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a launcher stopping the run (main)
+                self._stop_workers("controller stopped")  # else one started elsewhere waits out its silence
+                log.warning("controller: interrupted; told %d worker(s) to stop", len(self.workers))
+                raise
             finally:
                 plog.close()
                 metrics.close()
+
+    def _stop_workers(self, reason: str) -> None:
+        """Tell every worker to stop, and let the socket's close deliver that (it drops what is
+        still queued otherwise: LINGER 0) for up to a second."""
+        for ident in list(self.workers):
+            self._send(ident, "stop", {"reason": reason})
+        self.router.setsockopt(zmq.LINGER, 1000)
 
     def _send(self, ident: bytes, kind: str, fields=None, arrays=None) -> bool:
         try:
@@ -291,12 +302,22 @@ def run(cfg: RunConfig, ready_file: Path | None = None) -> int:
     return Controller(cfg, run_dir).serve(ready_file=ready_file)
 
 
+def _interrupted(signum, frame) -> None:
+    """Ctrl-C or a launcher's SIGTERM: stop once. A second signal (Ctrl-C reaches the whole process
+    group, and the launcher then sends SIGTERM) must not cut short the stop sent to the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """``otfgen-controller``: either ``--config RUN/config.json`` (from the launcher) or Hydra overrides."""
     cli.setup_logging()
     cfg, extra = config_mod.from_argv(sys.argv[1:], "otfgen-controller", {
         "ready": "where to write the bound endpoints as JSON (default RUN/endpoints.json)"})
     ready = Path(extra["ready"]) if "ready" in extra else Path(cfg.run_dir) / "endpoints.json"
+    for sig in (signal.SIGINT, signal.SIGTERM):  # stopped: tell the workers (Controller.serve)
+        signal.signal(sig, _interrupted)
     cli.exit_with(lambda: run(cfg, ready_file=ready), (ConfigError, families.UnknownFamily, ValueError), log)
 
 

@@ -50,6 +50,35 @@ def wait_for_requests(run_dir: Path, n: int, proc: subprocess.Popen, timeout: fl
     raise AssertionError(f"fewer than {n} requests consumed within {timeout:.0f} s")
 
 
+def wait_for_log(run_dir: Path, needle: str, count: int, proc: subprocess.Popen, timeout: float = 120,
+                 log: str = "controller.log") -> None:
+    """Until ``<run>/<log>`` holds ``needle`` ``count`` times (e.g. a restarted worker's second join)."""
+    path = run_dir / log
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text(errors="replace").count(needle) >= count:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (code {proc.returncode}) before {count}× {needle!r} in {log}")
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {count}× {needle!r} in {log} within {timeout:.0f} s")
+
+
+def assert_went_on_after_a_restart(run_dir: Path, proc: subprocess.Popen, env: dict) -> str:
+    """Stop a run that is meant to outlast a worker's restart, once it has consumed 3 requests past
+    the restarted worker's join (a budget it never reaches keeps a fast machine from finishing
+    first): nothing consumed twice, and replay regenerates every request consumed. What was in
+    flight at the stop is not delivered, by design; loss across restarts of whole runs is the
+    chaos test's (the controller's accounting is the same under every launcher). The output."""
+    wait_for_requests(run_dir, len(stream_ids(run_dir)) + 3, proc)
+    out = ctrl_c(proc)
+    assert proc.returncode == 130, out[-3000:]
+    ids = stream_ids(run_dir)
+    assert len(ids) == len(set(ids))  # none duplicated
+    assert replay(run_dir, env)["matched"] == len(ids)
+    return out
+
+
 def stream_ids(run_dir: Path) -> list[int]:
     return [json.loads(line)["id"] for line in open(run_dir / "stream.jsonl")]
 

@@ -10,8 +10,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from launch_helpers import (alive, alive_after, ctrl_c, descendants, finish, matching, replay, start, stream_ids,  # noqa: E402
-                            wait_for_requests)
+from launch_helpers import (alive, alive_after, assert_went_on_after_a_restart, ctrl_c, descendants,  # noqa: E402
+                            finish, matching, start, stream_ids, wait_for_log, wait_for_requests)
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -42,8 +42,7 @@ def test_two_worker_actors_complete_a_run_with_keys(tmp_path, env):
 
 def test_ray_kill_of_an_actor_loses_and_duplicates_nothing(tmp_path, env):
     run_dir = tmp_path / "run"
-    budget = 6144
-    proc = start(run_dir, env, "launcher=ray", "launcher.workers=2", f"budget.samples={budget}",
+    proc = start(run_dir, env, "launcher=ray", "launcher.workers=2", "budget.samples=10000000",
                  "controller.dead_after_s=2")
     try:
         wait_for_requests(run_dir, 3, proc)
@@ -52,14 +51,12 @@ def test_ray_kill_of_an_actor_loses_and_duplicates_nothing(tmp_path, env):
         kill = subprocess.run([sys.executable, "-c", KILL, info["address"], info["namespace"], "w0"],
                               env=dict(env, RAY_AUTH_MODE="token"), capture_output=True, text=True, timeout=60)
         assert kill.returncode == 0, kill.stderr[-2000:]
+        wait_for_log(run_dir, "worker w0 (pid", 2, proc)  # the restarted actor joined again
+        out = assert_went_on_after_a_restart(run_dir, proc, env)
     finally:
-        out = finish(proc)
-    assert proc.returncode == 0, out[-3000:]
+        if proc.poll() is None:  # a step above failed: stop the run
+            finish(proc, timeout=1)
     assert "worker w0 ended" in out, out[-3000:]
-    assert out.count("worker w0 (pid") == 2, out[-3000:]  # the restarted actor joined again
-    ids = stream_ids(run_dir)
-    assert len(ids) == len(set(ids)) == budget // 256  # none lost, none duplicated
-    assert replay(run_dir, env)["matched"] == budget // 256
 
 
 def test_ctrl_c_leaves_no_actor_or_raylet(tmp_path, env):
