@@ -20,6 +20,7 @@ _PUBLIC = {
     "StreamError": "otfgen.trainer.stream",
     "Batch": "otfgen.trainer.stream",
     "RealSignal": "otfgen.trainer.judges",
+    "score": "otfgen.trainer.evaluate",
     "ParamSpace": "otfgen.blender_gen.space",
     "Policy": "otfgen.controller.policies",
     "PolicyArgs": "otfgen.controller.policies",

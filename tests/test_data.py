@@ -221,3 +221,32 @@ def test_builtin_digits_look_like_mnist(digits):
     width = 28 - cols.argmax(axis=1) - cols[:, ::-1].argmax(axis=1)
     side = np.maximum(height, width)
     assert side.max() <= 20 and np.median(side) >= 19
+
+
+def test_score_rates_a_model_of_ones_own_on_real_images_and_keeps_its_mode(tmp_path):
+    """otfgen.score: any module that returns logits, on an .npz of real images (README: a loop of
+    your own)."""
+    import torch
+
+    import otfgen
+
+    labels = np.array([0] * 30 + [1] * 50 + [2] * 20, np.uint8)
+    images = np.zeros((100, 28, 28), np.uint8)
+    images[labels == 1, :, :14] = 255  # class 1: the left half lit
+    np.savez(tmp_path / "real.npz", images=images, labels=labels)
+
+    class LeftHalf(torch.nn.Module):  # says 1 where the left half is lit, else 0
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            lit = (x[:, 0, :, :14].mean((1, 2)) > 0.5).float()
+            return torch.stack([1 - lit, lit, torch.zeros_like(lit)], 1) * 10 + self.w
+
+    model = LeftHalf().train(True)
+    r = otfgen.score(model, str(tmp_path / "real.npz"))
+    assert r["n"] == 100 and r["acc"] == 0.8 and r["acc_class"] == [1.0, 1.0, 0.0]  # every 2 read as 0
+    assert model.training  # left as it was
+    otfgen.score(model.train(False), str(tmp_path / "real.npz"))
+    assert not model.training

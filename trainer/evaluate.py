@@ -1,6 +1,8 @@
 """Scoring a model on real images: ``evaluate`` (used by the trainer's validation) and the CLI.
 
     otfgen-eval --checkpoint PATH --data PATH    # accuracy of a trained model, one JSON line
+
+``score(model, path)`` does the same for a model of your own (``otfgen.score``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,22 @@ def evaluate(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, dev
     per_class = np.where(count > 0, correct / np.maximum(count, 1), np.nan)
     return {"acc": float(correct.sum() / max(n, 1)), "loss": loss_sum / max(n, 1), "n": n,
             "acc_class": [None if math.isnan(a) else round(float(a), 4) for a in per_class]}
+
+
+def score(model: torch.nn.Module, data: str = BUILTIN, device: str | torch.device | None = None,
+          num_classes: int | None = None, batch_size: int = 1000) -> dict:
+    """A model of your own (any module that returns logits) on real labelled images: an ``.npz``
+    (``images`` uint8 [N,H,W], ``labels``), an MNIST IDX file, or the built-in set. It sees what a
+    ``Stream`` yields: float in [0, 1], [B, 1, H, W]. ``evaluate``'s figures (acc, loss, n,
+    acc_class); the model's train/eval mode is left as it was."""
+    images, labels = load_dataset(data)
+    if device is None:
+        device = next(model.parameters()).device
+    was_training = model.training
+    try:
+        return evaluate(model, images, labels, torch.device(device), num_classes or int(labels.max()) + 1, batch_size)
+    finally:
+        model.train(was_training)
 
 
 def load_model(path: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
