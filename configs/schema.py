@@ -232,7 +232,7 @@ class TrainerCfg:
     # share of the validation set kept for the policy's feedback (per-class accuracy, real features);
     # val/... figures are then reported on the remaining part only
     reward_split: float = 0.0
-    # training steps between refreshes of the reward split's mean gradient (policy=align's signal)
+    # training steps between refreshes of the reward split's mean gradient (the grad_alignment signal)
     signal_every: int = 25
     # share of each minibatch's generated samples trained on: those the policy's signal rates
     # highest (online batch selection, as in RHO-LOSS); 1 = all. Needs a policy with a signal.
