@@ -42,6 +42,23 @@ def start_against(stream, router) -> None:
     starting.join(10)
 
 
+def assert_renders_sampled_params_exactly(space, fam, params, seeds) -> None:
+    """A 2D family's own draws are valid, are exactly the declared parameters, render as drawn (uint8
+    28×28, no blank image, labels as drawn), and render the same bytes after the wire (one float64
+    array each) and a worker's cast."""
+    import numpy as np
+
+    n = len(seeds)
+    space.check_params(params, n)
+    assert set(params) == set(space.params)
+    images, labels = fam.render(params, seeds)
+    assert images.dtype == np.uint8 and images.shape == (n, 28, 28) and images.std(axis=(1, 2)).min() > 0
+    np.testing.assert_array_equal(labels, params["label"])
+    wire = space.cast({k: np.asarray(v, np.float64) for k, v in params.items()})
+    assert {k: v.dtype for k, v in wire.items()} == {k: v.dtype for k, v in params.items()}
+    assert fam.render(wire, seeds)[0].tobytes() == images.tobytes()
+
+
 def proc_cmdlines() -> dict[int, str]:
     out = {}
     for d in Path("/proc").iterdir():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import assert_renders_sampled_params_exactly
 from otfgen.blender_gen import rng
 from otfgen.blender_gen.families import CONFIG_DIR, declared_space, default_space, load
 from otfgen.blender_gen.space import SpaceError
@@ -190,16 +191,7 @@ def test_missing_or_unknown_params_rejected():
 
 
 def test_render_accepts_sampled_params_exactly():
-    params, seeds = sample(16)
-    space.check_params(params, 16)
-    assert set(params) == set(space.params)
-    images, labels = fam.render(params, seeds)  # … and render as drawn
-    assert images.dtype == np.uint8 and images.shape == (16, 28, 28) and images.std(axis=(1, 2)).min() > 0
-    np.testing.assert_array_equal(labels, params["label"])
-    # exactly: the same draws through the wire (one float64 array) and a worker's cast render the same bytes
-    wire = space.cast({k: np.asarray(v, np.float64) for k, v in params.items()})
-    assert {k: v.dtype for k, v in wire.items()} == {k: v.dtype for k, v in params.items()}
-    assert fam.render(wire, seeds)[0].tobytes() == images.tobytes()
+    assert_renders_sampled_params_exactly(space, fam, *sample(16))
 
 
 def test_bad_label_rejected_by_render():
