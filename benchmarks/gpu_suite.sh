@@ -27,7 +27,7 @@
 #              baseline; it moves each batch to the GPU per step, as the trainer does).
 #   scaling3d  scaling.py per family and worker count (1, 4): the whole loop's samples/s with
 #              Blender workers on the GPU; per worker = samples/s / workers.
-#   loop3d     controller.launcher scene=digits3d, ~40k samples (as docs/experiments.md's CPU run:
+#   loop3d     otfgen scene=digits3d, ~40k samples (as docs/experiments.md's CPU run:
 #              request_size 63, trainer.val_data real MNIST), its accuracy on mnist_dev_5k.npz and,
 #              with otfgen-eval, on the first 1,000 (mnist_dev.npz), beside the CPU run's 77.0%.
 # Out: $OUT/<stage>.txt (raw output of each step between "=== BEGIN/END label" lines),

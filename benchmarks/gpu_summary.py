@@ -163,7 +163,7 @@ def main() -> None:
     loop = [j for j in jsons(b.get("loop3d-result")) if isinstance(j, dict) and "loop3d" in j]
     ev = [j for j in jsons(b.get("loop3d-eval1k")) if isinstance(j, dict) and "accuracy" in j]
     if "loop3d" in b:
-        md += ["## digits3d loop (controller.launcher scene=digits3d)", ""]
+        md += ["## digits3d loop (otfgen scene=digits3d)", ""]
         if loop:
             j = loop[-1]["loop3d"]
             acc = j.get("val_acc")
