@@ -298,12 +298,12 @@ class Stream(IterableDataset):
         out of this process's stderr (a start-up error is still raised with its message)."""
         services = subprocess.Popen([sys.executable, "-m", "otfgen.controller.main", "serve", *(overrides or [])],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        last_error = _forward_lines(services.stderr, echo_logs)
+        log_copy = _ChildLog(services.stderr, echo_logs)
         line = services.stdout.readline()
         if not line:
             code = services.wait()
-            time.sleep(0.1)  # the forwarding thread's last lines
-            why = last_error[0] or f"exit code {code}"
+            log_copy.thread.join(5)  # its last lines: the child has exited, so the pipe ends
+            why = log_copy.last_error or f"exit code {code}"
             raise (ConfigError if code == cli.CANNOT_RUN else StreamError)(
                 f"the controller and workers did not start: {why}")
         ready = json.loads(line)
@@ -525,21 +525,22 @@ class Stream(IterableDataset):
         self._send_back("metrics", {"metrics": metrics})
 
 
-def _forward_lines(pipe, echo: bool = True) -> list[str]:
-    """Read a child's stderr from a daemon thread, copying it to ours when ``echo`` (read either
-    way, so the child never blocks on a full pipe). The returned list holds the message of its
-    last ERROR line: why it stopped, for the exception if it fails to start."""
-    last = [""]
+class _ChildLog:
+    """A child's stderr, read from a daemon thread and copied to ours when ``echo`` (read either way,
+    so the child never blocks on a full pipe). ``last_error`` is the message of its last ERROR line:
+    why it stopped, for the exception if it fails to start."""
 
-    def copy() -> None:
-        for text in pipe:
-            if echo:
+    def __init__(self, pipe, echo: bool = True):
+        self.pipe, self.echo, self.last_error = pipe, echo, ""
+        self.thread = threading.Thread(target=self._copy, name="otfgen-serve-log", daemon=True)
+        self.thread.start()
+
+    def _copy(self) -> None:
+        for text in self.pipe:
+            if self.echo:
                 sys.stderr.write(text)
             if " ERROR " in text:
-                last[0] = text.split(" ERROR ", 1)[1].strip()
-
-    threading.Thread(target=copy, name="otfgen-serve-log", daemon=True).start()
-    return last
+                self.last_error = text.split(" ERROR ", 1)[1].strip()
 
 
 def _stop(services: subprocess.Popen, timeout: float = 30.0) -> None:
